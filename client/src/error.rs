@@ -1,0 +1,76 @@
+//! Client errors: the server's ZooKeeper-style codes, plus the client's own
+//! connection failures.
+
+use ensemble_proto::v1::ErrorCode;
+use ensemble_proto::{ERROR_CODE_KEY, FAILED_OP_KEY};
+
+/// What a call can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The cluster refused the request; `code` says why.
+    #[error("{message}")]
+    Server {
+        code: ErrorCode,
+        /// Starts with the code's name and names the path or session.
+        message: String,
+        /// For a multi: the first failing op.
+        op_index: Option<u32>,
+    },
+    /// No node answered. For a write, its outcome is unknown.
+    #[error("CONNECTION_LOSS: {0}")]
+    ConnectionLoss(String),
+    /// The session is gone for good; open a new client.
+    #[error("SESSION_EXPIRED: session 0x{0:x} has expired")]
+    SessionExpired(u64),
+    /// The client was closed.
+    #[error("the client is closed")]
+    Closed,
+    /// An endpoint is not HOST:PORT.
+    #[error("invalid endpoint {0:?}: expected HOST:PORT")]
+    BadEndpoint(String),
+}
+
+impl Error {
+    /// The ZooKeeper-style code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Server { code, .. } => *code,
+            Error::ConnectionLoss(_) => ErrorCode::ConnectionLoss,
+            Error::SessionExpired(_) | Error::Closed => ErrorCode::SessionExpired,
+            Error::BadEndpoint(_) => ErrorCode::BadArguments,
+        }
+    }
+
+    /// Whether the error came from the transport, not from the cluster's verdict.
+    pub(crate) fn from_status(status: tonic::Status) -> Self {
+        let code = status
+            .metadata()
+            .get(ERROR_CODE_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ErrorCode::from_str_name);
+        match code {
+            Some(code) => Error::Server {
+                code,
+                message: status.message().to_string(),
+                op_index: status
+                    .metadata()
+                    .get(FAILED_OP_KEY)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok()),
+            },
+            None => Error::ConnectionLoss(format!("{}: {}", status.code(), status.message())),
+        }
+    }
+
+    /// Whether another node might serve the request: the node was unreachable
+    /// or refused because it is cut off from the cluster.
+    pub(crate) fn try_elsewhere(&self) -> bool {
+        matches!(
+            self.code(),
+            ErrorCode::ConnectionLoss | ErrorCode::OperationTimeout
+        ) && !matches!(self, Error::SessionExpired(_) | Error::Closed)
+    }
+}
+
+/// Results of client calls.
+pub type Result<T> = std::result::Result<T, Error>;

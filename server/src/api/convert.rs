@@ -1,0 +1,128 @@
+//! Conversions between the wire types (`ensemble.v1`) and the state machine's
+//! types, with the checks a request must pass before it is proposed.
+
+use ensemble_proto::v1 as pb;
+
+use super::errors::ApiError;
+use crate::state::{path, Op, OpOutput, Stat};
+
+/// The wire form of a stat.
+pub fn stat(s: &Stat) -> pb::Stat {
+    pb::Stat {
+        czxid: s.czxid,
+        mzxid: s.mzxid,
+        pzxid: s.pzxid,
+        ctime: s.ctime,
+        mtime: s.mtime,
+        version: s.version,
+        cversion: s.cversion,
+        aversion: s.aversion,
+        ephemeral_owner: s.ephemeral_owner,
+        data_length: s.data_length,
+        num_children: s.num_children,
+    }
+}
+
+/// Checks a path for an op (sequential creates may end in `/`).
+pub fn check_path(p: &str, sequential: bool) -> Result<(), ApiError> {
+    path::validate(p, sequential).map_err(ApiError::bad_arguments)
+}
+
+fn check_data(p: &str, data: &[u8], max: usize) -> Result<(), ApiError> {
+    if data.len() > max {
+        return Err(ApiError::bad_arguments(format!(
+            "data for {p} is {} bytes; the limit is {max}",
+            data.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_version(p: &str, v: i32) -> Result<(), ApiError> {
+    if v < -1 {
+        return Err(ApiError::bad_arguments(format!(
+            "expected version {v} for {p} is invalid (use -1 for any)"
+        )));
+    }
+    Ok(())
+}
+
+/// (ephemeral, sequential) of a create mode number; unknown numbers are refused.
+pub fn create_mode(mode: i32) -> Result<(bool, bool), ApiError> {
+    match pb::CreateMode::try_from(mode) {
+        Ok(pb::CreateMode::Persistent) => Ok((false, false)),
+        Ok(pb::CreateMode::Ephemeral) => Ok((true, false)),
+        Ok(pb::CreateMode::PersistentSequential) => Ok((false, true)),
+        Ok(pb::CreateMode::EphemeralSequential) => Ok((true, true)),
+        Err(_) => Err(ApiError::bad_arguments(format!("create mode {mode} is unknown"))),
+    }
+}
+
+/// A checked create op.
+pub fn create_op(p: String, data: Vec<u8>, mode: i32, max_data: usize) -> Result<Op, ApiError> {
+    let (ephemeral, sequential) = create_mode(mode)?;
+    check_path(&p, sequential)?;
+    check_data(&p, &data, max_data)?;
+    Ok(Op::Create {
+        path: p,
+        data,
+        ephemeral,
+        sequential,
+    })
+}
+
+/// A checked set op.
+pub fn set_op(p: String, data: Vec<u8>, version: i32, max_data: usize) -> Result<Op, ApiError> {
+    check_path(&p, false)?;
+    check_data(&p, &data, max_data)?;
+    check_version(&p, version)?;
+    Ok(Op::Set {
+        path: p,
+        data,
+        version,
+    })
+}
+
+/// A checked delete op.
+pub fn delete_op(p: String, version: i32) -> Result<Op, ApiError> {
+    check_path(&p, false)?;
+    check_version(&p, version)?;
+    Ok(Op::Delete { path: p, version })
+}
+
+/// A checked check op.
+pub fn check_op(p: String, version: i32) -> Result<Op, ApiError> {
+    check_path(&p, false)?;
+    check_version(&p, version)?;
+    Ok(Op::Check { path: p, version })
+}
+
+/// A checked op of a multi; errors name the op's index.
+pub fn multi_op(i: usize, op: pb::Op, max_data: usize) -> Result<Op, ApiError> {
+    let checked = match op.op {
+        Some(pb::op::Op::Check(c)) => check_op(c.path, c.expected_version),
+        Some(pb::op::Op::Create(c)) => create_op(c.path, c.data, c.mode, max_data),
+        Some(pb::op::Op::Set(s)) => set_op(s.path, s.data, s.expected_version, max_data),
+        Some(pb::op::Op::Delete(d)) => delete_op(d.path, d.expected_version),
+        None => Err(ApiError::bad_arguments("op is empty")),
+    };
+    checked.map_err(|mut e| {
+        e.op_index = Some(i as u32);
+        e
+    })
+}
+
+/// The wire form of one op's result.
+pub fn op_result(out: OpOutput) -> pb::OpResult {
+    use pb::op_result::Result as R;
+    let result = match out {
+        OpOutput::Check => R::Check(pb::CheckResult {}),
+        OpOutput::Create { path, stat: s } => R::Create(pb::CreateResult {
+            path,
+            stat: Some(stat(&s)),
+        }),
+        OpOutput::Set { stat: s } => R::Set(pb::SetResult { stat: Some(stat(&s)) }),
+        OpOutput::Delete => R::Delete(pb::DeleteResult {}),
+    };
+    pb::OpResult { result: Some(result) }
+}

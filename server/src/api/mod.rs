@@ -1,0 +1,9 @@
+//! The client-facing side: the gRPC service, request routing (a follower
+//! forwards writes to the leader), group commit on the leader, and the
+//! mapping of error codes to gRPC statuses.
+
+pub mod convert;
+pub mod errors;
+pub mod proposer;
+pub mod router;
+pub mod service;

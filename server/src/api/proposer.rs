@@ -1,0 +1,146 @@
+//! Group commit on the leader: commands that arrive close together become one
+//! log entry. openraft waits for each append's flush, so batching here is
+//! what lets throughput exceed one fsync per write.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::error::ClientWriteError;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::raft::{NodeId, Raft};
+use crate::state::machine::MAX_BATCH;
+use crate::state::{Batch, Command, Outcome};
+
+/// Why a proposal has no outcome.
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum ProposeError {
+    /// This node is not the leader; nothing was appended. Safe to retry elsewhere.
+    #[error("not the leader (leader is {0:?})")]
+    NotLeader(Option<NodeId>),
+    /// The proposal queue is full; nothing was appended. Safe to retry.
+    #[error("the leader's proposal queue is full")]
+    Busy,
+    /// The entry may or may not commit: the outcome is unknown.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// A command's result: the zxid of the entry that carried it, and its outcome.
+pub type Proposed = Result<(u64, Outcome), ProposeError>;
+
+struct Pending {
+    command: Command,
+    reply: oneshot::Sender<Proposed>,
+}
+
+/// The handle API handlers and the session manager propose through.
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Proposer {
+    /// Starts the batching loop for `raft`; `max_batch` caps commands per entry.
+    pub fn start(raft: Raft, max_batch: usize) -> Self {
+        let (tx, rx) = mpsc::channel(64 * 1024);
+        tokio::spawn(run(raft, rx, max_batch.clamp(1, MAX_BATCH)));
+        Proposer { tx }
+    }
+
+    /// Proposes one command and waits for it to be applied on this node (the leader).
+    pub async fn propose(&self, command: Command) -> Proposed {
+        self.enqueue(command).await
+    }
+
+    /// Queues a command now, in call order, and returns a future of its result.
+    /// Commands queued by one caller land in the log in the order queued.
+    pub fn enqueue(&self, command: Command) -> impl std::future::Future<Output = Proposed> {
+        let (reply, rx) = oneshot::channel();
+        let queued = self.tx.try_send(Pending { command, reply });
+        async move {
+            if let Err(e) = queued {
+                return Err(match e {
+                    mpsc::error::TrySendError::Full(_) => ProposeError::Busy,
+                    mpsc::error::TrySendError::Closed(_) => {
+                        ProposeError::Unknown("the node is shutting down".into())
+                    }
+                });
+            }
+            rx.await
+                .unwrap_or_else(|_| Err(ProposeError::Unknown("the node is shutting down".into())))
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
+    let mut pending = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut pending, max_batch).await > 0 {
+        let (commands, replies): (Vec<_>, Vec<_>) = pending.drain(..).map(|p| (p.command, p.reply)).unzip();
+        let batch = Batch {
+            time_ms: now_ms(),
+            commands,
+        };
+        let size = replies.len();
+        // `client_write_ff` returns once the entry is queued in order, so the
+        // next batch can be formed while this one replicates.
+        match raft.client_write_ff(batch).await {
+            Ok(result_rx) => {
+                tokio::spawn(async move {
+                    let result = result_rx.await;
+                    deliver(result, replies, size);
+                });
+            }
+            Err(fatal) => {
+                warn!(%fatal, "raft stopped; failing proposals");
+                for r in replies {
+                    let _ = r.send(Err(ProposeError::Unknown(format!("raft stopped: {fatal}"))));
+                }
+            }
+        }
+    }
+}
+
+type WriteResult = Result<
+    Result<
+        openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>,
+        ClientWriteError<NodeId, crate::raft::PeerNode>,
+    >,
+    oneshot::error::RecvError,
+>;
+
+fn deliver(result: WriteResult, replies: Vec<oneshot::Sender<Proposed>>, size: usize) {
+    match result {
+        Ok(Ok(resp)) => {
+            let zxid = resp.log_id.index;
+            debug!(zxid, size, "batch applied");
+            for (reply, outcome) in replies.into_iter().zip(resp.data.outcomes) {
+                let _ = reply.send(Ok((zxid, outcome)));
+            }
+        }
+        Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+            for r in replies {
+                let _ = r.send(Err(ProposeError::NotLeader(f.leader_id)));
+            }
+        }
+        Ok(Err(e)) => {
+            for r in replies {
+                let _ = r.send(Err(ProposeError::Unknown(e.to_string())));
+            }
+        }
+        Err(_) => {
+            for r in replies {
+                let _ = r.send(Err(ProposeError::Unknown(
+                    "leadership changed before the entry committed".into(),
+                )));
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! # ensemble-server
+//!
+//! One node of an Ensemble cluster: a ZooKeeper-style coordination service
+//! replicated with Raft (openraft) and persisted in sled.
+//!
+//! A tour of the modules, following a request:
+//! - [`config`]: flags and TOML into a checked [`config::Config`].
+//! - [`node`]: wires everything and runs the node.
+//! - [`api`]: the client gRPC service; [`api::router`] sends writes to the
+//!   leader, [`api::proposer`] batches them into log entries (group commit).
+//! - [`raft`]: openraft's types, the peer network and the peer service.
+//! - [`storage`]: the Raft log and vote in sled, flushed before acknowledged.
+//! - [`state`]: the deterministic state machine: [`state::machine`] applies
+//!   entries, [`state::tree`] holds znodes, [`state::sessions`] the sessions.
+//! - [`sessions`]: liveness: [`sessions::expiry`] is where the leader decides
+//!   expiry; [`sessions::manager`] coalesces heartbeats and reports touches.
+//! - [`admin`]: node status.
+
+// openraft's StorageError and tonic's Status are large by design; boxing them
+// at every boundary would only add noise.
+#![allow(clippy::result_large_err)]
+
+pub mod admin;
+pub mod api;
+pub mod config;
+pub mod node;
+pub mod raft;
+pub mod sessions;
+pub mod state;
+pub mod storage;
+
+/// Parses flags, starts the node and serves until a signal. Exit codes:
+/// 0 after a clean stop, 2 for a bad configuration, 1 for any other failure.
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
+    use clap::Parser;
+    use std::process::ExitCode;
+
+    let args = match config::Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let config = match config::Config::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ensemble-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ensemble-server: can not start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(node::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ node::StartError::Config(_)) => {
+            eprintln!("ensemble-server: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("ensemble-server: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

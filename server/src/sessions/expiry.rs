@@ -1,0 +1,209 @@
+//! The leader's session deadlines: where expiry is decided.
+//!
+//! Deadlines sit in buckets one tick wide (ZooKeeper's `ExpiryQueue`): a
+//! touch moves a session to a later bucket, and each tick the leader takes
+//! the buckets that have come due, in one step, instead of scanning every
+//! session. Heartbeats are coalesced here too: a session is named in a
+//! replicated `Heartbeats` entry only when its last replicated heartbeat is
+//! older than a third of its timeout.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+struct Tracked {
+    timeout: Duration,
+    last_heard: Instant,
+    last_replicated: Instant,
+    bucket: u64,
+}
+
+/// Deadlines of every session, as the leader sees them.
+pub struct ExpiryTracker {
+    base: Instant,
+    tick: Duration,
+    sessions: HashMap<u64, Tracked>,
+    buckets: BTreeMap<u64, HashSet<u64>>,
+    /// Heard from since the last replicated heartbeat.
+    unreplicated: HashSet<u64>,
+}
+
+impl ExpiryTracker {
+    /// An empty tracker with buckets `tick` wide.
+    pub fn new(tick: Duration) -> Self {
+        ExpiryTracker {
+            base: Instant::now(),
+            tick: tick.max(Duration::from_millis(1)),
+            sessions: HashMap::new(),
+            buckets: BTreeMap::new(),
+            unreplicated: HashSet::new(),
+        }
+    }
+
+    /// The bucket that a deadline falls in: rounded up, so a session never goes early.
+    fn bucket_of(&self, deadline: Instant) -> u64 {
+        let since = deadline.saturating_duration_since(self.base).as_micros();
+        let tick = self.tick.as_micros();
+        since.div_ceil(tick) as u64
+    }
+
+    fn place(&mut self, id: u64, deadline: Instant) {
+        let bucket = self.bucket_of(deadline);
+        if let Some(t) = self.sessions.get_mut(&id) {
+            if t.bucket == bucket {
+                return;
+            }
+            if let Some(b) = self.buckets.get_mut(&t.bucket) {
+                b.remove(&id);
+                if b.is_empty() {
+                    self.buckets.remove(&t.bucket);
+                }
+            }
+            t.bucket = bucket;
+        }
+        self.buckets.entry(bucket).or_default().insert(id);
+    }
+
+    /// Starts tracking a session last heard from at `heard` (no-op if tracked).
+    pub fn add(&mut self, id: u64, timeout: Duration, heard: Instant) {
+        if self.sessions.contains_key(&id) {
+            return;
+        }
+        self.sessions.insert(
+            id,
+            Tracked {
+                timeout,
+                last_heard: heard,
+                last_replicated: heard,
+                bucket: u64::MAX,
+            },
+        );
+        self.place(id, heard + timeout);
+    }
+
+    /// Someone heard from the session at `heard`; later touches win.
+    pub fn touch(&mut self, id: u64, heard: Instant) {
+        let Some(t) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if heard <= t.last_heard {
+            return;
+        }
+        t.last_heard = heard;
+        let deadline = heard + t.timeout;
+        self.unreplicated.insert(id);
+        self.place(id, deadline);
+    }
+
+    /// Stops tracking a session (closed or expired).
+    pub fn remove(&mut self, id: u64) {
+        if let Some(t) = self.sessions.remove(&id) {
+            if let Some(b) = self.buckets.get_mut(&t.bucket) {
+                b.remove(&id);
+                if b.is_empty() {
+                    self.buckets.remove(&t.bucket);
+                }
+            }
+        }
+        self.unreplicated.remove(&id);
+    }
+
+    /// How many sessions are tracked.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether no session is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Sessions whose heartbeat should be replicated now; marks them replicated.
+    pub fn due_heartbeats(&mut self, now: Instant) -> Vec<u64> {
+        let mut due = Vec::new();
+        self.unreplicated.retain(|id| {
+            let Some(t) = self.sessions.get_mut(id) else {
+                return false;
+            };
+            if now.saturating_duration_since(t.last_replicated) >= t.timeout / 3 {
+                t.last_replicated = t.last_heard;
+                due.push(*id);
+                false
+            } else {
+                true
+            }
+        });
+        due.sort_unstable();
+        due
+    }
+
+    /// Sessions whose deadline has passed. They stay tracked, moved `retry`
+    /// later, so the expiry is proposed again if this proposal is lost.
+    pub fn expired(&mut self, now: Instant, retry: Duration) -> Vec<u64> {
+        let due_bucket = self.bucket_of(now);
+        let mut ids = Vec::new();
+        while let Some((&bucket, _)) = self.buckets.first_key_value() {
+            if bucket > due_bucket {
+                break;
+            }
+            if let Some(set) = self.buckets.remove(&bucket) {
+                for id in set {
+                    if let Some(t) = self.sessions.get_mut(&id) {
+                        t.bucket = u64::MAX;
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        for id in &ids {
+            self.place(*id, now + retry);
+        }
+        ids.sort_unstable();
+        ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TICK: Duration = Duration::from_millis(100);
+    const T: Duration = Duration::from_millis(3000);
+
+    #[test]
+    fn expires_only_after_timeout() {
+        let mut tr = ExpiryTracker::new(TICK);
+        let t0 = Instant::now();
+        tr.add(7, T, t0);
+        assert!(tr.expired(t0 + T - TICK * 2, T).is_empty());
+        assert_eq!(tr.expired(t0 + T + TICK, T), vec![7]);
+        // Still tracked for a retry, not returned again before it.
+        assert!(tr.expired(t0 + T + TICK * 2, T).is_empty());
+        assert_eq!(tr.len(), 1);
+    }
+
+    #[test]
+    fn touch_postpones_and_coalesces_heartbeats() {
+        let mut tr = ExpiryTracker::new(TICK);
+        let t0 = Instant::now();
+        tr.add(1, T, t0);
+        tr.touch(1, t0 + Duration::from_millis(500));
+        // Replicated 0 ms ago at t0+500: not due before T/3 has passed.
+        assert!(tr.due_heartbeats(t0 + Duration::from_millis(600)).is_empty());
+        assert_eq!(tr.due_heartbeats(t0 + Duration::from_millis(1100)), vec![1]);
+        assert!(tr.due_heartbeats(t0 + Duration::from_millis(1200)).is_empty());
+        assert!(tr.expired(t0 + T + TICK, T).is_empty());
+        assert_eq!(tr.expired(t0 + T + Duration::from_millis(700), T), vec![1]);
+    }
+
+    #[test]
+    fn older_touch_never_moves_a_deadline_back() {
+        let mut tr = ExpiryTracker::new(TICK);
+        let t0 = Instant::now();
+        tr.add(1, T, t0 + Duration::from_millis(1000));
+        tr.touch(1, t0);
+        assert!(tr.expired(t0 + T + TICK, T).is_empty());
+        tr.remove(1);
+        assert!(tr.is_empty());
+        assert!(tr.expired(t0 + T * 10, T).is_empty());
+    }
+}

@@ -1,0 +1,218 @@
+//! The deterministic state machine: applies one log entry's [`Batch`] to the
+//! znode tree and the session table. Same log in, same state out: nothing here
+//! reads a clock, a random source or anything node-local.
+
+use openraft::{EntryPayload, LogId, StoredMembership};
+use serde::{Deserialize, Serialize};
+
+use super::command::{Batch, BatchOutcome, Command, Failure, Op, OpOutput, Outcome};
+use super::error::ErrorCode;
+use super::sessions::{Session, SessionTable};
+use super::tree::{OpError, Tree, Undo};
+use crate::raft::{NodeId, PeerNode, TypeConfig};
+
+/// Session ids are `log index << SESSION_ID_SHIFT | position in the batch`.
+pub const SESSION_ID_SHIFT: u32 = 16;
+/// So a batch holds at most this many commands.
+pub const MAX_BATCH: usize = 1 << SESSION_ID_SHIFT;
+
+/// Session-related facts an apply produced, for the node-local trackers.
+#[derive(Debug, Default)]
+pub struct SessionEffects {
+    /// Sessions created or heartbeated by this entry, with their timeouts.
+    pub touched: Vec<(u64, u32)>,
+    /// Sessions closed or expired by this entry.
+    pub removed: Vec<u64>,
+}
+
+/// Everything a replica holds: the tree, the sessions, and where it stands in the log.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct ZState {
+    pub last_applied: Option<LogId<NodeId>>,
+    pub last_membership: StoredMembership<NodeId, PeerNode>,
+    pub tree: Tree,
+    pub sessions: SessionTable,
+}
+
+impl ZState {
+    /// The zxid of the newest applied entry (0 before any).
+    pub fn zxid(&self) -> u64 {
+        self.last_applied.map(|l| l.index).unwrap_or(0)
+    }
+
+    /// Applies one log entry. Returns the entry's outcome and its session effects.
+    pub fn apply_entry(
+        &mut self,
+        entry: &openraft::Entry<TypeConfig>,
+        effects: &mut SessionEffects,
+    ) -> BatchOutcome {
+        self.last_applied = Some(entry.log_id);
+        match &entry.payload {
+            EntryPayload::Blank => BatchOutcome::default(),
+            EntryPayload::Membership(m) => {
+                self.last_membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                BatchOutcome::default()
+            }
+            EntryPayload::Normal(batch) => self.apply_batch(entry.log_id.index, batch, effects),
+        }
+    }
+
+    fn apply_batch(&mut self, zxid: u64, batch: &Batch, effects: &mut SessionEffects) -> BatchOutcome {
+        let outcomes = batch
+            .commands
+            .iter()
+            .enumerate()
+            .map(|(pos, cmd)| self.apply_command(zxid, pos, batch.time_ms, cmd, effects))
+            .collect();
+        BatchOutcome { outcomes }
+    }
+
+    fn apply_command(
+        &mut self,
+        zxid: u64,
+        pos: usize,
+        time_ms: i64,
+        cmd: &Command,
+        effects: &mut SessionEffects,
+    ) -> Outcome {
+        match cmd {
+            Command::CreateSession { secret, timeout_ms } => {
+                let session_id = (zxid << SESSION_ID_SHIFT) | (pos as u64 & (MAX_BATCH as u64 - 1));
+                self.sessions.insert(
+                    session_id,
+                    Session {
+                        secret: secret.clone(),
+                        timeout_ms: *timeout_ms,
+                        ephemerals: Default::default(),
+                    },
+                );
+                effects.touched.push((session_id, *timeout_ms));
+                Outcome::SessionCreated {
+                    session_id,
+                    timeout_ms: *timeout_ms,
+                }
+            }
+            Command::Heartbeats { session_ids } => {
+                for id in session_ids {
+                    if let Some(s) = self.sessions.get(*id) {
+                        effects.touched.push((*id, s.timeout_ms));
+                    }
+                }
+                Outcome::Done
+            }
+            Command::CloseSession { session_id } => {
+                if self.end_session(zxid, *session_id) {
+                    effects.removed.push(*session_id);
+                    Outcome::Done
+                } else {
+                    Outcome::Failed(session_expired(*session_id))
+                }
+            }
+            Command::ExpireSessions { session_ids } => {
+                for id in session_ids {
+                    if self.end_session(zxid, *id) {
+                        effects.removed.push(*id);
+                    }
+                }
+                Outcome::Done
+            }
+            Command::Txn {
+                session_id,
+                ops,
+                multi,
+            } => self.apply_txn(zxid, time_ms, *session_id, ops, *multi),
+            Command::Sync => Outcome::Done,
+        }
+    }
+
+    /// Deletes a session's ephemerals in path order and removes it.
+    fn end_session(&mut self, zxid: u64, id: u64) -> bool {
+        let Some(session) = self.sessions.remove(id) else {
+            return false;
+        };
+        for path in &session.ephemerals {
+            // An ephemeral has no children and any version goes, so this can not fail.
+            let _ = self.tree.delete(zxid, path, -1, None);
+        }
+        true
+    }
+
+    fn apply_txn(&mut self, zxid: u64, time_ms: i64, session_id: u64, ops: &[Op], multi: bool) -> Outcome {
+        if !self.sessions.contains(session_id) {
+            return Outcome::Failed(session_expired(session_id));
+        }
+        // Ephemeral ownership changes wait until the whole txn has succeeded.
+        let mut owned: Vec<(bool, u64, String)> = Vec::new();
+        let mut undo = if multi { Some(Undo::default()) } else { None };
+        let mut outputs = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            match self.apply_op(zxid, time_ms, session_id, op, undo.as_mut(), &mut owned) {
+                Ok(out) => outputs.push(out),
+                Err((code, message)) => {
+                    if let Some(undo) = undo {
+                        self.tree.rollback(undo);
+                    }
+                    return Outcome::Failed(Failure {
+                        code,
+                        op_index: multi.then_some(i as u32),
+                        message,
+                    });
+                }
+            }
+        }
+        for (added, owner, path) in owned {
+            if added {
+                self.sessions.add_ephemeral(owner, path);
+            } else {
+                self.sessions.remove_ephemeral(owner, &path);
+            }
+        }
+        Outcome::Txn(outputs)
+    }
+
+    fn apply_op(
+        &mut self,
+        zxid: u64,
+        time_ms: i64,
+        session_id: u64,
+        op: &Op,
+        undo: Option<&mut Undo>,
+        owned: &mut Vec<(bool, u64, String)>,
+    ) -> Result<OpOutput, OpError> {
+        match op {
+            Op::Check { path, version } => self.tree.check(path, *version),
+            Op::Create {
+                path,
+                data,
+                ephemeral,
+                sequential,
+            } => {
+                let owner = if *ephemeral { session_id } else { 0 };
+                let out = self
+                    .tree
+                    .create(zxid, time_ms, path, data.clone(), owner, *sequential, undo)?;
+                if let (true, OpOutput::Create { path, .. }) = (*ephemeral, &out) {
+                    owned.push((true, owner, path.clone()));
+                }
+                Ok(out)
+            }
+            Op::Set { path, data, version } => {
+                self.tree.set(zxid, time_ms, path, data.clone(), *version, undo)
+            }
+            Op::Delete { path, version } => {
+                let owner = self.tree.delete(zxid, path, *version, undo)?;
+                if owner != 0 {
+                    owned.push((false, owner, path.clone()));
+                }
+                Ok(OpOutput::Delete)
+            }
+        }
+    }
+}
+
+fn session_expired(id: u64) -> Failure {
+    Failure::new(
+        ErrorCode::SessionExpired,
+        format!("session 0x{id:x} has expired or was closed"),
+    )
+}

@@ -1,0 +1,291 @@
+//! openraft's state-machine side: applies committed entries to [`ZState`],
+//! builds, saves and installs snapshots, and keeps the node-local
+//! apply-time notes the session tracker reads.
+//!
+//! The notes record *when this node applied* a session's latest heartbeat or
+//! create, on this node's monotonic clock. They live outside [`ZState`] so
+//! apply stays deterministic; a node that becomes leader seeds its expiry
+//! deadlines from them.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use super::machine::SessionEffects;
+use super::{BatchOutcome, ZState};
+use crate::raft::{Entry, NodeId, PeerNode, StorageError, TypeConfig};
+use crate::storage::io_error;
+
+const CURRENT_SNAPSHOT: &[u8] = b"current";
+
+/// What the state machine tells the session tracker after each apply.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// Sessions created or heartbeated (id, timeout).
+    Touched(Vec<(u64, u32)>),
+    /// Sessions closed or expired.
+    Removed(Vec<u64>),
+    /// A snapshot replaced the whole session table.
+    Reset,
+}
+
+/// The state shared between the state machine (writer) and the API (readers).
+pub struct Shared {
+    state: RwLock<ZState>,
+    applied: watch::Sender<u64>,
+    notes: Mutex<HashMap<u64, Instant>>,
+    events: mpsc::UnboundedSender<SessionEvent>,
+}
+
+/// Why a read could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error("node has applied up to zxid {applied} but the client has seen zxid {wanted}; it did not catch up in {waited_ms} ms")]
+    Behind {
+        applied: u64,
+        wanted: u64,
+        waited_ms: u64,
+    },
+}
+
+impl Shared {
+    /// Read access to the applied state. Hold it briefly: apply waits for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, ZState> {
+        // A poisoned lock means a panic inside apply; the state is still
+        // the last fully applied one, since apply mutates only after checks.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest applied zxid.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until this node has applied `zxid`, at most `timeout`.
+    pub async fn wait_applied(&self, zxid: u64, timeout: Duration) -> Result<u64, WaitError> {
+        let mut rx = self.applied.subscribe();
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= zxid)).await;
+        match waited {
+            Ok(Ok(a)) => Ok(*a),
+            _ => Err(WaitError::Behind {
+                applied: self.applied(),
+                wanted: zxid,
+                waited_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// When this node applied each session's latest heartbeat or create.
+    pub fn notes(&self) -> HashMap<u64, Instant> {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn note_effects(&self, effects: SessionEffects) {
+        let now = Instant::now();
+        {
+            let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, _) in &effects.touched {
+                notes.insert(*id, now);
+            }
+            for id in &effects.removed {
+                notes.remove(id);
+            }
+        }
+        if !effects.touched.is_empty() {
+            let _ = self.events.send(SessionEvent::Touched(effects.touched));
+        }
+        if !effects.removed.is_empty() {
+            let _ = self.events.send(SessionEvent::Removed(effects.removed));
+        }
+    }
+
+    /// Replaces the state (snapshot install or startup) and resets the notes:
+    /// every session counts as heard from now, which can only delay expiry.
+    fn replace(&self, state: ZState) {
+        let now = Instant::now();
+        let applied = state.zxid();
+        {
+            let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+            notes.clear();
+            for (id, _) in state.sessions.iter() {
+                notes.insert(id, now);
+            }
+        }
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+        self.applied.send_replace(applied);
+        let _ = self.events.send(SessionEvent::Reset);
+    }
+}
+
+/// A snapshot as saved in sled.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, PeerNode>,
+    data: Vec<u8>,
+}
+
+/// openraft's state machine: owns apply, shares the state through [`Shared`].
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+    snapshots: sled::Tree,
+    db: sled::Db,
+}
+
+impl StateMachineStore {
+    /// Opens the state machine, loading the newest saved snapshot. Returns the
+    /// store, its shared state, and the receiver of session events.
+    pub fn open(
+        db: sled::Db,
+    ) -> Result<(Self, Arc<Shared>, mpsc::UnboundedReceiver<SessionEvent>), StorageError> {
+        let snapshots = db
+            .open_tree("snapshot")
+            .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let (applied, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: RwLock::new(ZState::default()),
+            applied,
+            notes: Mutex::new(HashMap::new()),
+            events,
+        });
+        let store = StateMachineStore {
+            shared: shared.clone(),
+            snapshots,
+            db,
+        };
+        if let Some(snap) = store.load_snapshot()? {
+            let state = decode_state(&snap.meta, &snap.data)?;
+            shared.replace(state);
+        }
+        Ok((store, shared, events_rx))
+    }
+
+    fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        let subject = ErrorSubject::Snapshot(None);
+        match self.snapshots.get(CURRENT_SNAPSHOT) {
+            Ok(Some(v)) => bincode::deserialize(&v)
+                .map(Some)
+                .map_err(|e| io_error(subject, ErrorVerb::Read, e)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(io_error(subject, ErrorVerb::Read, e)),
+        }
+    }
+
+    async fn save_snapshot(&self, snap: &StoredSnapshot) -> Result<(), StorageError> {
+        let subject = ErrorSubject::Snapshot(Some(snap.meta.signature()));
+        let bytes = bincode::serialize(snap).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
+        self.snapshots
+            .insert(CURRENT_SNAPSHOT, bytes)
+            .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| io_error(subject, ErrorVerb::Write, e))?;
+        Ok(())
+    }
+}
+
+fn decode_state(meta: &SnapshotMeta<NodeId, PeerNode>, data: &[u8]) -> Result<ZState, StorageError> {
+    bincode::deserialize(data)
+        .map_err(|e| io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        // Serialize under the read lock so the data and its log id agree.
+        let (data, last_log_id, last_membership) = {
+            let state = self.shared.read();
+            let data = bincode::serialize(&*state)
+                .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+            (data, state.last_applied, state.last_membership.clone())
+        };
+        let snapshot_id = match last_log_id {
+            Some(l) => format!("{}-{}", l.leader_id, l.index),
+            None => "empty".to_string(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        self.save_snapshot(&stored).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, PeerNode>), StorageError> {
+        let state = self.shared.read();
+        Ok((state.last_applied, state.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchOutcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut effects = SessionEffects::default();
+        let (outcomes, applied) = {
+            let mut state = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
+            let outcomes: Vec<BatchOutcome> = entries
+                .into_iter()
+                .map(|entry| state.apply_entry(&entry, &mut effects))
+                .collect();
+            (outcomes, state.zxid())
+        };
+        self.shared.note_effects(effects);
+        self.shared.applied.send_replace(applied);
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, PeerNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let state = decode_state(meta, &data)?;
+        self.save_snapshot(&StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })
+        .await?;
+        self.shared.replace(state);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(self.load_snapshot()?.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}

@@ -1,0 +1,277 @@
+//! The znode tree: where a create, set or delete is applied.
+//!
+//! Every function here is deterministic: the zxid and the time come from the
+//! log entry, never from a clock. An op checks everything before it changes
+//! anything, so a single op needs no undo; a multi records an [`Undo`] log and
+//! rolls back when a later op fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::command::OpOutput;
+use super::error::ErrorCode;
+use super::path;
+
+/// A znode's metadata, as ZooKeeper's Stat.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub czxid: u64,
+    pub mzxid: u64,
+    pub pzxid: u64,
+    pub ctime: i64,
+    pub mtime: i64,
+    pub version: i32,
+    pub cversion: i32,
+    pub aversion: i32,
+    pub ephemeral_owner: u64,
+    pub data_length: i32,
+    pub num_children: i32,
+}
+
+/// One znode.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Znode {
+    pub data: Vec<u8>,
+    pub stat: Stat,
+    /// Child names, sorted.
+    pub children: BTreeSet<String>,
+    /// Children ever created here: the next sequential suffix. Deletes never lower it.
+    pub child_seq: u64,
+}
+
+/// An error of one op: its code and a message naming the path.
+pub type OpError = (ErrorCode, String);
+
+/// What a multi changed, so a failing op can put everything back.
+#[derive(Default)]
+pub struct Undo {
+    steps: Vec<UndoStep>,
+}
+
+enum UndoStep {
+    /// The znode at this path was this (None: absent) before.
+    Node(String, Option<Znode>),
+}
+
+impl Undo {
+    fn save(&mut self, tree: &Tree, path: &str) {
+        self.steps
+            .push(UndoStep::Node(path.to_string(), tree.nodes.get(path).cloned()));
+    }
+}
+
+/// All znodes by full path. The root `/` always exists.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Tree {
+    nodes: BTreeMap<String, Znode>,
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        let mut nodes = BTreeMap::new();
+        nodes.insert("/".to_string(), Znode::default());
+        Tree { nodes }
+    }
+}
+
+fn check_version(path: &str, expected: i32, actual: i32) -> Result<(), OpError> {
+    if expected != -1 && expected != actual {
+        return Err((
+            ErrorCode::BadVersion,
+            format!("{path} is at version {actual}, not {expected}"),
+        ));
+    }
+    Ok(())
+}
+
+fn no_node(path: &str) -> OpError {
+    (ErrorCode::NoNode, format!("{path} does not exist"))
+}
+
+impl Tree {
+    /// The znode at a path.
+    pub fn get(&self, path: &str) -> Option<&Znode> {
+        self.nodes.get(path)
+    }
+
+    /// How many znodes there are, the root included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Never true: the root always exists.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// All znodes in path order (for digests and tests).
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Znode)> {
+        self.nodes.iter()
+    }
+
+    /// The stat of a znode, with the derived fields filled in.
+    pub fn stat_of(node: &Znode) -> Stat {
+        let mut stat = node.stat.clone();
+        stat.data_length = node.data.len() as i32;
+        stat.num_children = node.children.len() as i32;
+        stat
+    }
+
+    /// Fails unless the znode exists at the version.
+    pub fn check(&self, path: &str, version: i32) -> Result<OpOutput, OpError> {
+        let node = self.nodes.get(path).ok_or_else(|| no_node(path))?;
+        check_version(path, version, node.stat.version)?;
+        Ok(OpOutput::Check)
+    }
+
+    /// Creates a znode. Error precedence as ZooKeeper's: NO_NODE (parent),
+    /// NODE_EXISTS, NO_CHILDREN_FOR_EPHEMERALS.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        &mut self,
+        zxid: u64,
+        time_ms: i64,
+        path: &str,
+        data: Vec<u8>,
+        ephemeral_owner: u64,
+        sequential: bool,
+        undo: Option<&mut Undo>,
+    ) -> Result<OpOutput, OpError> {
+        if path == "/" && !sequential {
+            return Err((ErrorCode::NodeExists, "/ already exists".to_string()));
+        }
+        // A sequential path ending in '/' names the parent itself.
+        let (parent_path, prefix) = if sequential && path.ends_with('/') {
+            (if path == "/" { "/" } else { &path[..path.len() - 1] }, "")
+        } else {
+            path::split(path)
+        };
+        let parent = self.nodes.get(parent_path).ok_or_else(|| {
+            (
+                ErrorCode::NoNode,
+                format!("parent {parent_path} of {path} does not exist"),
+            )
+        })?;
+        let name = if sequential {
+            format!("{prefix}{:010}", parent.child_seq)
+        } else {
+            prefix.to_string()
+        };
+        let full = path::join(parent_path, &name);
+        if self.nodes.contains_key(&full) {
+            return Err((ErrorCode::NodeExists, format!("{full} already exists")));
+        }
+        if parent.stat.ephemeral_owner != 0 {
+            return Err((
+                ErrorCode::NoChildrenForEphemerals,
+                format!("{parent_path} is ephemeral and can not have children ({full})"),
+            ));
+        }
+        if let Some(undo) = undo {
+            undo.save(self, parent_path);
+            undo.save(self, &full);
+        }
+        let parent_path = parent_path.to_string();
+        if let Some(parent) = self.nodes.get_mut(&parent_path) {
+            parent.child_seq += 1;
+            parent.stat.cversion += 1;
+            parent.stat.pzxid = zxid;
+            parent.children.insert(name);
+        }
+        let node = Znode {
+            stat: Stat {
+                czxid: zxid,
+                mzxid: zxid,
+                pzxid: zxid,
+                ctime: time_ms,
+                mtime: time_ms,
+                ephemeral_owner,
+                ..Stat::default()
+            },
+            data,
+            children: BTreeSet::new(),
+            child_seq: 0,
+        };
+        let stat = Self::stat_of(&node);
+        self.nodes.insert(full.clone(), node);
+        Ok(OpOutput::Create { path: full, stat })
+    }
+
+    /// Replaces a znode's data. Precedence: NO_NODE, BAD_VERSION.
+    pub fn set(
+        &mut self,
+        zxid: u64,
+        time_ms: i64,
+        path: &str,
+        data: Vec<u8>,
+        version: i32,
+        undo: Option<&mut Undo>,
+    ) -> Result<OpOutput, OpError> {
+        let node = self.nodes.get(path).ok_or_else(|| no_node(path))?;
+        check_version(path, version, node.stat.version)?;
+        if let Some(undo) = undo {
+            undo.save(self, path);
+        }
+        let node = self.nodes.get_mut(path).ok_or_else(|| no_node(path))?;
+        node.data = data;
+        node.stat.version += 1;
+        node.stat.mzxid = zxid;
+        node.stat.mtime = time_ms;
+        Ok(OpOutput::Set {
+            stat: Self::stat_of(node),
+        })
+    }
+
+    /// Removes a znode. Precedence: NO_NODE, BAD_VERSION, NOT_EMPTY.
+    /// Returns the removed znode's ephemeral owner (0 if persistent).
+    pub fn delete(
+        &mut self,
+        zxid: u64,
+        path: &str,
+        version: i32,
+        undo: Option<&mut Undo>,
+    ) -> Result<u64, OpError> {
+        if path == "/" {
+            return Err((
+                ErrorCode::BadArguments,
+                "the root / can not be deleted".to_string(),
+            ));
+        }
+        let node = self.nodes.get(path).ok_or_else(|| no_node(path))?;
+        check_version(path, version, node.stat.version)?;
+        if !node.children.is_empty() {
+            return Err((
+                ErrorCode::NotEmpty,
+                format!("{path} has {} children", node.children.len()),
+            ));
+        }
+        let (parent_path, name) = path::split(path);
+        if let Some(undo) = undo {
+            undo.save(self, parent_path);
+            undo.save(self, path);
+        }
+        let owner = node.stat.ephemeral_owner;
+        self.nodes.remove(path);
+        if let Some(parent) = self.nodes.get_mut(parent_path) {
+            parent.children.remove(name);
+            parent.stat.cversion += 1;
+            parent.stat.pzxid = zxid;
+        }
+        Ok(owner)
+    }
+
+    /// Puts back everything a failed multi changed, newest change first.
+    pub fn rollback(&mut self, undo: Undo) {
+        for step in undo.steps.into_iter().rev() {
+            match step {
+                UndoStep::Node(path, Some(node)) => {
+                    self.nodes.insert(path, node);
+                }
+                UndoStep::Node(path, None) => {
+                    self.nodes.remove(&path);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The Raft log, vote and commit index in sled.
+//!
+//! Keys of the `log` tree are big-endian log indexes, so sled's order is the
+//! log's order. An append is flushed before openraft hears that it is
+//! durable; a vote is flushed before `save_vote` returns.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Vote};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::io_error;
+use crate::raft::{Entry, NodeId, StorageError, TypeConfig};
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+/// The log store; cheap to clone (sled trees are shared handles).
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn encode<T: Serialize>(v: &T, subject: ErrorSubject<NodeId>) -> Result<Vec<u8>, StorageError> {
+    bincode::serialize(v).map_err(|e| io_error(subject, ErrorVerb::Write, e))
+}
+
+fn decode<T: DeserializeOwned>(b: &[u8], subject: ErrorSubject<NodeId>) -> Result<T, StorageError> {
+    bincode::deserialize(b).map_err(|e| io_error(subject, ErrorVerb::Read, e))
+}
+
+impl LogStore {
+    /// Opens the log trees of `db`.
+    pub fn new(db: sled::Db) -> Result<Self, sled::Error> {
+        let log = db.open_tree("log")?;
+        let meta = db.open_tree("meta")?;
+        Ok(LogStore { db, log, meta })
+    }
+
+    async fn flush(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
+        self.db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(|e| io_error(subject, ErrorVerb::Write, e))
+    }
+
+    fn read_meta<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        subject: ErrorSubject<NodeId>,
+    ) -> Result<Option<T>, StorageError> {
+        match self.meta.get(key) {
+            Ok(Some(v)) => decode(&v, subject).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(io_error(subject, ErrorVerb::Read, e)),
+        }
+    }
+
+    fn write_meta<T: Serialize>(
+        &self,
+        key: &[u8],
+        v: &T,
+        subject: ErrorSubject<NodeId>,
+    ) -> Result<(), StorageError> {
+        let bytes = encode(v, subject.clone())?;
+        self.meta
+            .insert(key, bytes)
+            .map(|_| ())
+            .map_err(|e| io_error(subject, ErrorVerb::Write, e))
+    }
+
+    /// Removes the log entries whose indexes lie in the range.
+    fn remove_range(&self, range: impl RangeBounds<u64>) -> Result<(), StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Bound::Included(i.to_be_bytes()),
+            Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(i.to_be_bytes()),
+            Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let mut batch = sled::Batch::default();
+        for kv in self.log.range::<[u8; 8], _>((start, end)) {
+            let (k, _) = kv.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            batch.remove(k);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let mut entries = Vec::new();
+        for kv in self.log.range(start.to_be_bytes()..) {
+            let (k, v) = kv.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            let index = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
+                io_error(
+                    ErrorSubject::Logs,
+                    ErrorVerb::Read,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "log key is not 8 bytes"),
+                )
+            })?);
+            if !range.contains(&index) {
+                break;
+            }
+            entries.push(decode(&v, ErrorSubject::Logs)?);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId<NodeId>> = self.read_meta(LAST_PURGED, ErrorSubject::Store)?;
+        let last = match self.log.last() {
+            Ok(Some((_, v))) => Some(decode::<Entry>(&v, ErrorSubject::Logs)?.log_id),
+            Ok(None) => last_purged,
+            Err(e) => return Err(io_error(ErrorSubject::Logs, ErrorVerb::Read, e)),
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.write_meta(VOTE, vote, ErrorSubject::Vote)?;
+        self.flush(ErrorSubject::Vote).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.read_meta(VOTE, ErrorSubject::Vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError> {
+        // Not flushed: a lost commit index is only re-learned from the leader.
+        self.write_meta(COMMITTED, &committed, ErrorSubject::Store)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError> {
+        Ok(self
+            .read_meta::<Option<LogId<NodeId>>>(COMMITTED, ErrorSubject::Store)?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(
+                &entry.log_id.index.to_be_bytes(),
+                encode(&entry, ErrorSubject::Logs)?,
+            );
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        // Durable only once flushed: only then may openraft count this node's ack.
+        let flushed = self
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(|e| std::io::Error::other(e.to_string()));
+        callback.log_io_completed(flushed);
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        self.remove_range(log_id.index..)?;
+        self.flush(ErrorSubject::Logs).await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        // Record the purge point first: a crash in between leaves extra
+        // entries below it, which is harmless, never a hole above it.
+        self.write_meta(LAST_PURGED, &log_id, ErrorSubject::Store)?;
+        self.flush(ErrorSubject::Store).await?;
+        self.remove_range(..=log_id.index)
+    }
+}
