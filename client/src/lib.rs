@@ -17,7 +17,9 @@
 //! - [`client`]: the session: connect, heartbeats every T/3, failover to
 //!   another node with the same session, and the znode operations.
 //! - [`error`]: ZooKeeper-style error codes and connection failures.
+//! - [`cli`]: the `ensemble` command-line tool.
 
+pub mod cli;
 pub mod client;
 pub mod error;
 

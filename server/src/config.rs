@@ -262,7 +262,7 @@ impl Config {
         if snapshot_entries == 0 {
             return Err(bad("snapshot_entries must be greater than 0"));
         }
-        let max_batch = args.max_batch.or(file.max_batch).unwrap_or(1024);
+        let max_batch = args.max_batch.or(file.max_batch).unwrap_or(512);
         if max_batch == 0 || max_batch > crate::state::machine::MAX_BATCH {
             return Err(bad(format!(
                 "max_batch must be between 1 and {}",
@@ -298,6 +298,9 @@ impl Config {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_entries),
             max_in_snapshot_log_to_keep: self.log_keep_entries,
             install_snapshot_timeout: 10_000,
+            // openraft gives each AppendEntries one heartbeat interval to
+            // finish, so bound its size: entries are batches themselves.
+            max_payload_entries: 64,
             ..Default::default()
         };
         c.validate().map_err(|e| bad(e.to_string()))

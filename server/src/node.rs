@@ -128,6 +128,64 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Asks every other member how long ago it applied these sessions' latest
+    /// heartbeats; returns the freshest answer per session.
+    pub async fn peer_notes(&self, ids: &[u64]) -> std::collections::HashMap<u64, Duration> {
+        let mut freshest = std::collections::HashMap::new();
+        let members: Vec<(NodeId, PeerNode)> = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, n)| (*id, n.clone()))
+                .collect()
+        };
+        let Ok(payload) = encode(&ids.to_vec()) else {
+            return freshest;
+        };
+        let calls = members.into_iter().filter_map(|(id, n)| {
+            let mut client = self.peers.client(id, &n.peer_addr).ok()?;
+            let mut req = tonic::Request::new(payload.clone());
+            req.set_timeout(self.config.election_timeout_min);
+            Some(async move { client.notes(req).await })
+        });
+        for reply in futures_join(calls).await {
+            let Ok(reply) = reply else { continue };
+            let Ok(ages) = decode::<Vec<(u64, u64)>>(reply.get_ref()) else {
+                continue;
+            };
+            for (id, age) in ages {
+                let age = Duration::from_millis(age);
+                freshest
+                    .entry(id)
+                    .and_modify(|a: &mut Duration| *a = (*a).min(age))
+                    .or_insert(age);
+            }
+        }
+        freshest
+    }
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn futures_join<F: std::future::Future + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
 /// Starts a node and serves until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let raft_config = Arc::new(config.raft_config()?);

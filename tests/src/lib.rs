@@ -1,1 +1,410 @@
+//! Test harness: real `ensemble-server` processes on loopback ports.
+//!
+//! A [`Cluster`] takes free ports and its own temp directory, so tests run in
+//! parallel and beside a local cluster. Every process it starts is killed
+//! when it is dropped, pass or fail; on failure the tail of each node's log
+//! is printed. At most [`max_clusters`] clusters run at once per test binary.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use ensemble_client::client::node_status;
+use ensemble_client::{Client, Options, SessionInfo, StatusResponse};
+
+/// Settings of a test cluster; the defaults favour fast elections.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub nodes: u64,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    pub tick_ms: u64,
+    pub snapshot_entries: u64,
+    pub log_keep_entries: u64,
+    pub extra_args: Vec<String>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            nodes: 3,
+            heartbeat_ms: 100,
+            election_timeout_ms: 800,
+            tick_ms: 50,
+            snapshot_entries: 100_000,
+            log_keep_entries: 10_000,
+            extra_args: vec![],
+        }
+    }
+}
+
+impl ClusterOptions {
+    /// The longest election timeout a node may draw.
+    pub fn election_max(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_ms * 2)
+    }
+}
+
+/// How many clusters may run at once in one test binary (ENSEMBLE_TEST_CLUSTERS, default 2).
+pub fn max_clusters() -> usize {
+    std::env::var("ENSEMBLE_TEST_CLUSTERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
+
+static RUNNING: Mutex<usize> = Mutex::new(0);
+static FREED: Condvar = Condvar::new();
+
+struct Permit;
+
+impl Permit {
+    fn acquire() -> Permit {
+        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        while *running >= max_clusters() {
+            running = FREED.wait(running).unwrap_or_else(|p| p.into_inner());
+        }
+        *running += 1;
+        Permit
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        *RUNNING.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        FREED.notify_one();
+    }
+}
+
+/// A binary built by this package, next to the running test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with cargo test",
+        path.display()
+    );
+    path
+}
+
+/// Free loopback ports, found by binding port 0.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// One server process and its addresses.
+pub struct NodeProc {
+    pub id: u64,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A cluster of real server processes.
+pub struct Cluster {
+    pub options: ClusterOptions,
+    pub nodes: Vec<NodeProc>,
+    peers: String,
+    dir: tempfile::TempDir,
+    _permit: Permit,
+}
+
+impl Cluster {
+    /// Starts a cluster and waits until it has a leader.
+    pub async fn start(options: ClusterOptions) -> Cluster {
+        let permit = tokio::task::spawn_blocking(Permit::acquire)
+            .await
+            .expect("permit");
+        let dir = tempfile::Builder::new()
+            .prefix("ensemble-test-")
+            .tempdir()
+            .expect("temp dir");
+        let ports = free_ports(options.nodes as usize * 2);
+        let nodes: Vec<NodeProc> = (1..=options.nodes)
+            .map(|id| {
+                let i = (id - 1) as usize * 2;
+                NodeProc {
+                    id,
+                    client_addr: format!("127.0.0.1:{}", ports[i]),
+                    peer_addr: format!("127.0.0.1:{}", ports[i + 1]),
+                    data_dir: dir.path().join(format!("node{id}")),
+                    log: dir.path().join(format!("node{id}.log")),
+                    child: None,
+                }
+            })
+            .collect();
+        let peers = nodes
+            .iter()
+            .map(|n| format!("{}={}/{}", n.id, n.peer_addr, n.client_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            options,
+            nodes,
+            peers,
+            dir,
+            _permit: permit,
+        };
+        for id in 1..=cluster.options.nodes {
+            cluster.start_node(id);
+        }
+        cluster.wait_for_leader(Duration::from_secs(30)).await;
+        cluster
+    }
+
+    /// The cluster's temp directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn node(&self, id: u64) -> &NodeProc {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    /// Every node's client address.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.client_addr.clone()).collect()
+    }
+
+    /// One node's client address.
+    pub fn endpoint(&self, id: u64) -> String {
+        self.node(id).client_addr.clone()
+    }
+
+    /// Starts (or restarts) node `id` with its data directory.
+    pub fn start_node(&mut self, id: u64) {
+        let o = self.options.clone();
+        let peers = self.peers.clone();
+        let node = &mut self.nodes[(id - 1) as usize];
+        assert!(node.child.is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
+        let mut cmd = Command::new(bin("ensemble-test-server"));
+        cmd.arg("--id")
+            .arg(id.to_string())
+            .arg("--peers")
+            .arg(&peers)
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--heartbeat-ms")
+            .arg(o.heartbeat_ms.to_string())
+            .arg("--election-timeout-ms")
+            .arg(o.election_timeout_ms.to_string())
+            .arg("--tick-ms")
+            .arg(o.tick_ms.to_string())
+            .arg("--min-session-timeout-ms")
+            .arg("1000")
+            .arg("--snapshot-entries")
+            .arg(o.snapshot_entries.to_string())
+            .arg("--log-keep-entries")
+            .arg(o.log_keep_entries.to_string())
+            .args(&o.extra_args)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        node.child = Some(cmd.spawn().expect("spawn ensemble-test-server"));
+    }
+
+    /// `kill -9` node `id`.
+    pub fn kill(&mut self, id: u64) {
+        let node = &mut self.nodes[(id - 1) as usize];
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether node `id` runs.
+    pub fn is_running(&self, id: u64) -> bool {
+        self.node(id).child.is_some()
+    }
+
+    /// Node `id`'s status, if it answers.
+    pub async fn status(&self, id: u64) -> Option<StatusResponse> {
+        node_status(&self.endpoint(id), Duration::from_secs(1)).await.ok()
+    }
+
+    /// Waits until a running node is leader and every running node names it.
+    pub async fn wait_for_leader(&self, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut named = Vec::new();
+            let mut leading = Vec::new();
+            for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+                match self.status(n.id).await {
+                    Some(s) => {
+                        named.push(s.leader_id);
+                        if s.role == "leader" {
+                            leading.push(s.node_id);
+                        }
+                    }
+                    None => named.push(0),
+                }
+            }
+            named.dedup();
+            if leading.len() == 1 && named == leading {
+                return leading[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader within {within:?}: nodes name {named:?}, leading {leading:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running node has applied at least `zxid`.
+    pub async fn wait_applied_everywhere(&self, zxid: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+            loop {
+                if self.status(n.id).await.is_some_and(|s| s.applied_index >= zxid) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} did not apply zxid {zxid} within {within:?}",
+                    n.id
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// A client talking only to the given nodes.
+    pub async fn client_on(&self, ids: &[u64], session_timeout: Duration) -> Client {
+        let endpoints: Vec<String> = ids.iter().map(|id| self.endpoint(*id)).collect();
+        Client::connect(
+            &endpoints,
+            Options {
+                session_timeout,
+                ..Options::default()
+            },
+        )
+        .await
+        .expect("connect")
+    }
+
+    /// A client that may use any node.
+    pub async fn client(&self, session_timeout: Duration) -> Client {
+        let ids: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
+        self.client_on(&ids, session_timeout).await
+    }
+
+    /// Starts a holder process: a client in its own process holding an
+    /// ephemeral at `path`, connected through the given nodes.
+    pub fn spawn_holder(&self, ids: &[u64], timeout: Duration, path: &str) -> Holder {
+        let endpoints: Vec<String> = ids.iter().map(|id| self.endpoint(*id)).collect();
+        let mut child = Command::new(bin("ensemble-test-holder"))
+            .arg(endpoints.join(","))
+            .arg(timeout.as_millis().to_string())
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn holder");
+        let stdout = child.stdout.take().expect("holder stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("holder output");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words.first(), Some(&"READY"), "holder said {line:?}");
+        let secret = (0..words[2].len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&words[2][i..i + 2], 16).expect("hex"))
+            .collect();
+        Holder {
+            child,
+            session: SessionInfo {
+                session_id: words[1].parse().expect("session id"),
+                secret,
+                timeout,
+            },
+            zxid: words[3].parse().expect("zxid"),
+        }
+    }
+
+    fn print_logs(&self) {
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("---- node {} log tail ({}) ----", n.id, n.log.display());
+            for l in tail {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+        }
+        for id in 1..=self.nodes.len() as u64 {
+            self.kill(id);
+        }
+    }
+}
+
+/// A client process holding an ephemeral znode.
+pub struct Holder {
+    child: Child,
+    pub session: SessionInfo,
+    /// The zxid of the ephemeral's create.
+    pub zxid: u64,
+}
+
+impl Holder {
+    /// `kill -9` the client: its heartbeats stop at once.
+    pub fn kill(&mut self) -> Instant {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Instant::now()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `within` passes; returns when it held.
+pub async fn poll_until<F, Fut>(within: Duration, what: &str, mut check: F) -> Instant
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -90,4 +90,15 @@ impl Peer for PeerService {
         let _ = self.node.reported.send(at);
         reply(&true)
     }
+
+    /// How long ago this node applied each named session's latest heartbeat.
+    async fn notes(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let ids: Vec<u64> = decode(request.get_ref()).map_err(bad_payload)?;
+        let notes = self.node.shared.notes();
+        let ages: Vec<(u64, u64)> = ids
+            .into_iter()
+            .filter_map(|id| notes.get(&id).map(|t| (id, t.elapsed().as_millis() as u64)))
+            .collect();
+        reply(&ages)
+    }
 }

@@ -87,7 +87,7 @@ pub async fn run(
             Some(l) if !fresh => l,
             _ => {
                 info!(term, "leader: seeding session deadlines from apply-time notes");
-                let tracker = seed_tracker(&node, tick);
+                let tracker = seed_tracker(&node, tick).await;
                 leading.insert(Leading { term, tracker })
             }
         };
@@ -105,7 +105,7 @@ pub async fn run(
                         node.activity.forget(id);
                     }
                 }
-                SessionEvent::Reset => lead.tracker = seed_tracker(&node, tick),
+                SessionEvent::Reset => lead.tracker = seed_tracker(&node, tick).await,
             }
         }
         for (id, age_ms) in node.activity.take_report(fresh, keep) {
@@ -134,15 +134,37 @@ pub async fn run(
 }
 
 /// Deadlines for every open session, from when this node applied its latest
-/// heartbeat (now, for sessions with no note).
-fn seed_tracker(node: &Node, tick: Duration) -> ExpiryTracker {
+/// heartbeat. Sessions this node has no note of (it restarted, or installed a
+/// snapshot) take the freshest note among the other members, and only if
+/// nobody knows, now: never earlier than the truth, so never a wrong expiry.
+async fn seed_tracker(node: &Node, tick: Duration) -> ExpiryTracker {
     let notes = node.shared.notes();
+    let sessions: Vec<(u64, u32)> = node
+        .shared
+        .read()
+        .sessions
+        .iter()
+        .map(|(id, s)| (id, s.timeout_ms))
+        .collect();
+    let unknown: Vec<u64> = sessions
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !notes.contains_key(id))
+        .collect();
+    let peer_ages = if unknown.is_empty() {
+        Default::default()
+    } else {
+        node.peer_notes(&unknown).await
+    };
     let now = Instant::now();
     let mut tracker = ExpiryTracker::new(tick);
-    let state = node.shared.read();
-    for (id, session) in state.sessions.iter() {
-        let heard = notes.get(&id).copied().unwrap_or(now);
-        tracker.add(id, Duration::from_millis(session.timeout_ms as u64), heard);
+    for (id, timeout_ms) in sessions {
+        let heard = notes
+            .get(&id)
+            .copied()
+            .or_else(|| peer_ages.get(&id).and_then(|age| now.checked_sub(*age)))
+            .unwrap_or(now);
+        tracker.add(id, Duration::from_millis(timeout_ms as u64), heard);
     }
     tracker
 }

@@ -26,6 +26,7 @@ pub enum Command {
     /// command's position, so it is the same on every replica and never reused.
     CreateSession {
         /// Random bytes made by the proposing node; a resume must present them.
+        #[serde(with = "serde_bytes")]
         secret: Vec<u8>,
         /// Already clamped into the cluster's [min, max].
         timeout_ms: u32,
@@ -54,6 +55,7 @@ pub enum Op {
     /// Creates a znode; sequential appends a 10-digit counter of the parent.
     Create {
         path: String,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         ephemeral: bool,
         sequential: bool,
@@ -61,6 +63,7 @@ pub enum Op {
     /// Replaces the data if the version matches (-1: any).
     Set {
         path: String,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         version: i32,
     },

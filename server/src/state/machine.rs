@@ -19,8 +19,8 @@ pub const MAX_BATCH: usize = 1 << SESSION_ID_SHIFT;
 /// Session-related facts an apply produced, for the node-local trackers.
 #[derive(Debug, Default)]
 pub struct SessionEffects {
-    /// Sessions created or heartbeated by this entry, with their timeouts.
-    pub touched: Vec<(u64, u32)>,
+    /// Sessions created or heartbeated: (id, timeout, zxid of the entry).
+    pub touched: Vec<(u64, u32, u64)>,
     /// Sessions closed or expired by this entry.
     pub removed: Vec<u64>,
 }
@@ -86,7 +86,7 @@ impl ZState {
                         ephemerals: Default::default(),
                     },
                 );
-                effects.touched.push((session_id, *timeout_ms));
+                effects.touched.push((session_id, *timeout_ms, zxid));
                 Outcome::SessionCreated {
                     session_id,
                     timeout_ms: *timeout_ms,
@@ -95,7 +95,7 @@ impl ZState {
             Command::Heartbeats { session_ids } => {
                 for id in session_ids {
                     if let Some(s) = self.sessions.get(*id) {
-                        effects.touched.push((*id, s.timeout_ms));
+                        effects.touched.push((*id, s.timeout_ms, zxid));
                     }
                 }
                 Outcome::Done

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     /// Presented on resume; made by the proposing node, carried in the log.
+    #[serde(with = "serde_bytes")]
     pub secret: Vec<u8>,
     /// The negotiated timeout.
     pub timeout_ms: u32,

@@ -5,7 +5,9 @@
 //! The notes record *when this node applied* a session's latest heartbeat or
 //! create, on this node's monotonic clock. They live outside [`ZState`] so
 //! apply stays deterministic; a node that becomes leader seeds its expiry
-//! deadlines from them.
+//! deadlines from them. Entries re-applied after a restart (at or below the
+//! log's end when the node opened it) and snapshots leave no note: their
+//! apply time says nothing about when the client was last heard.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -42,6 +44,8 @@ pub struct Shared {
     state: RwLock<ZState>,
     applied: watch::Sender<u64>,
     notes: Mutex<HashMap<u64, Instant>>,
+    /// Entries up to this index are replays after a restart: no notes.
+    replay_through: std::sync::atomic::AtomicU64,
     events: mpsc::UnboundedSender<SessionEvent>,
 }
 
@@ -88,37 +92,40 @@ impl Shared {
         self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Marks entries up to `index` as replays of a log written before a restart.
+    pub fn set_replay_through(&self, index: u64) {
+        self.replay_through
+            .store(index, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn note_effects(&self, effects: SessionEffects) {
         let now = Instant::now();
+        let replay = self.replay_through.load(std::sync::atomic::Ordering::Relaxed);
         {
             let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
-            for (id, _) in &effects.touched {
-                notes.insert(*id, now);
+            for (id, _, zxid) in &effects.touched {
+                if *zxid > replay {
+                    notes.insert(*id, now);
+                }
             }
             for id in &effects.removed {
                 notes.remove(id);
             }
         }
         if !effects.touched.is_empty() {
-            let _ = self.events.send(SessionEvent::Touched(effects.touched));
+            let touched = effects.touched.into_iter().map(|(id, t, _)| (id, t)).collect();
+            let _ = self.events.send(SessionEvent::Touched(touched));
         }
         if !effects.removed.is_empty() {
             let _ = self.events.send(SessionEvent::Removed(effects.removed));
         }
     }
 
-    /// Replaces the state (snapshot install or startup) and resets the notes:
-    /// every session counts as heard from now, which can only delay expiry.
+    /// Replaces the state (snapshot install or startup) and clears the notes:
+    /// a snapshot says nothing about when its sessions were last heard.
     fn replace(&self, state: ZState) {
-        let now = Instant::now();
         let applied = state.zxid();
-        {
-            let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
-            notes.clear();
-            for (id, _) in state.sessions.iter() {
-                notes.insert(id, now);
-            }
-        }
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).clear();
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
         self.applied.send_replace(applied);
         let _ = self.events.send(SessionEvent::Reset);
@@ -129,6 +136,7 @@ impl Shared {
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, PeerNode>,
+    #[serde(with = "serde_bytes")]
     data: Vec<u8>,
 }
 
@@ -155,6 +163,7 @@ impl StateMachineStore {
             state: RwLock::new(ZState::default()),
             applied,
             notes: Mutex::new(HashMap::new()),
+            replay_through: Default::default(),
             events,
         });
         let store = StateMachineStore {

@@ -32,6 +32,7 @@ pub struct Stat {
 /// One znode.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct Znode {
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     pub stat: Stat,
     /// Child names, sorted.

@@ -1,1 +1,5 @@
-fn main() {}
+//! The server, built inside the test package so `cargo test` builds it first.
+
+fn main() -> std::process::ExitCode {
+    ensemble_server::main_with_args(std::env::args_os())
+}
