@@ -31,7 +31,7 @@ impl Default for ClusterOptions {
         ClusterOptions {
             nodes: 3,
             heartbeat_ms: 100,
-            election_timeout_ms: 800,
+            election_timeout_ms: 500,
             tick_ms: 50,
             snapshot_entries: 100_000,
             log_keep_entries: 10_000,

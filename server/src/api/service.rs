@@ -36,14 +36,20 @@ impl ClientService {
 
     /// Checks that this node may serve the session: in touch with the
     /// majority, caught up with the client, and the session open. Counts as
-    /// hearing from the session.
+    /// hearing from the session, even when the node then refuses: the client
+    /// is alive, and the leader should know once this node reaches it again.
     async fn admit(&self, header: Option<&pb::RequestHeader>) -> Result<u64, ApiError> {
         let h = header.ok_or_else(|| ApiError::bad_arguments("request header (session id) is missing"))?;
         if h.session_id == 0 {
             return Err(ApiError::bad_arguments("session id 0 is not a session"));
         }
         Span::current().record("session", field::display(format_args!("0x{:x}", h.session_id)));
-        self.ensure_in_quorum()?;
+        if !self.node.in_quorum() {
+            if self.node.shared.read().sessions.contains(h.session_id) {
+                self.node.activity.touch(h.session_id);
+            }
+            return Err(self.cut_off());
+        }
         self.node
             .shared
             .wait_applied(h.last_zxid, READ_CATCH_UP)
@@ -56,14 +62,18 @@ impl ClientService {
         Ok(h.session_id)
     }
 
+    fn cut_off(&self) -> ApiError {
+        ApiError::connection_loss(format!(
+            "node {} is not in touch with a majority of the cluster; try another node",
+            self.node.id
+        ))
+    }
+
     fn ensure_in_quorum(&self) -> Result<(), ApiError> {
         if self.node.in_quorum() {
             Ok(())
         } else {
-            Err(ApiError::connection_loss(format!(
-                "node {} is not in touch with a majority of the cluster; try another node",
-                self.node.id
-            )))
+            Err(self.cut_off())
         }
     }
 

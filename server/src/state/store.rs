@@ -7,12 +7,14 @@
 //! apply stays deterministic; a node that becomes leader seeds its expiry
 //! deadlines from them. Entries re-applied after a restart (at or below the
 //! log's end when the node opened it) and snapshots leave no note: their
-//! apply time says nothing about when the client was last heard.
+//! apply time says nothing about when the client was last heard. Instead,
+//! notes are also kept on disk as this node's wall-clock time, so a node that
+//! restarts knows how long ago it heard (same machine, same clock).
 
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -46,6 +48,8 @@ pub struct Shared {
     notes: Mutex<HashMap<u64, Instant>>,
     /// Entries up to this index are replays after a restart: no notes.
     replay_through: std::sync::atomic::AtomicU64,
+    /// The notes on disk: session id → wall-clock ms of this node.
+    saved_notes: sled::Tree,
     events: mpsc::UnboundedSender<SessionEvent>,
 }
 
@@ -103,13 +107,17 @@ impl Shared {
         let replay = self.replay_through.load(std::sync::atomic::Ordering::Relaxed);
         {
             let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+            let wall = wall_ms().to_be_bytes();
             for (id, _, zxid) in &effects.touched {
                 if *zxid > replay {
                     notes.insert(*id, now);
+                    // Best effort: not flushed here; the log's flushes carry it.
+                    let _ = self.saved_notes.insert(id.to_be_bytes(), &wall);
                 }
             }
             for id in &effects.removed {
                 notes.remove(id);
+                let _ = self.saved_notes.remove(id.to_be_bytes());
             }
         }
         if !effects.touched.is_empty() {
@@ -126,9 +134,34 @@ impl Shared {
     fn replace(&self, state: ZState) {
         let applied = state.zxid();
         self.notes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let _ = self.saved_notes.clear();
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
         self.applied.send_replace(applied);
         let _ = self.events.send(SessionEvent::Reset);
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Shared {
+    /// Loads the notes saved before a restart, turning their wall-clock times
+    /// into instants. A time in the future (the clock stepped back) counts as now.
+    fn load_saved_notes(&self) {
+        let now = Instant::now();
+        let wall_now = wall_ms();
+        let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, v) in self.saved_notes.iter().flatten() {
+            let (Ok(id), Ok(at)) = (<[u8; 8]>::try_from(k.as_ref()), <[u8; 8]>::try_from(v.as_ref())) else {
+                continue;
+            };
+            let age = Duration::from_millis(wall_now.saturating_sub(u64::from_be_bytes(at)));
+            notes.insert(u64::from_be_bytes(id), now.checked_sub(age).unwrap_or(now));
+        }
     }
 }
 
@@ -157,6 +190,9 @@ impl StateMachineStore {
         let snapshots = db
             .open_tree("snapshot")
             .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        let saved_notes = db
+            .open_tree("session_notes")
+            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
         let (events, events_rx) = mpsc::unbounded_channel();
         let (applied, _) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -164,6 +200,7 @@ impl StateMachineStore {
             applied,
             notes: Mutex::new(HashMap::new()),
             replay_through: Default::default(),
+            saved_notes,
             events,
         });
         let store = StateMachineStore {
@@ -173,8 +210,12 @@ impl StateMachineStore {
         };
         if let Some(snap) = store.load_snapshot()? {
             let state = decode_state(&snap.meta, &snap.data)?;
-            shared.replace(state);
+            // Not `replace`: that would drop the notes saved before the restart.
+            let applied = state.zxid();
+            *shared.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+            shared.applied.send_replace(applied);
         }
+        shared.load_saved_notes();
         Ok((store, shared, events_rx))
     }
 
