@@ -100,8 +100,17 @@ fn connections(endpoints: &[impl AsRef<str>]) -> Result<(Vec<String>, Vec<Ensemb
 
 /// Asks one node for its status.
 pub async fn node_status(endpoint: &str, timeout: Duration) -> Result<pb::StatusResponse> {
+    node_status_with(endpoint, timeout, false).await
+}
+
+/// Asks one node for its status, with a digest of its whole state if `with_digest`.
+pub async fn node_status_with(
+    endpoint: &str,
+    timeout: Duration,
+    with_digest: bool,
+) -> Result<pb::StatusResponse> {
     let mut c = channel(endpoint, timeout)?;
-    let mut req = tonic::Request::new(pb::StatusRequest {});
+    let mut req = tonic::Request::new(pb::StatusRequest { with_digest });
     req.set_timeout(timeout);
     c.status(req)
         .await

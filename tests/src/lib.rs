@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use ensemble_client::client::node_status;
+use ensemble_client::client::{node_status, node_status_with};
 use ensemble_client::{Client, Options, SessionInfo, StatusResponse};
 
 /// Settings of a test cluster; the defaults favour fast elections.
@@ -241,6 +241,13 @@ impl Cluster {
     /// Node `id`'s status, if it answers.
     pub async fn status(&self, id: u64) -> Option<StatusResponse> {
         node_status(&self.endpoint(id), Duration::from_secs(1)).await.ok()
+    }
+
+    /// Node `id`'s status with a digest of its state.
+    pub async fn digest(&self, id: u64) -> Option<StatusResponse> {
+        node_status_with(&self.endpoint(id), Duration::from_secs(5), true)
+            .await
+            .ok()
     }
 
     /// Waits until a running node is leader and every running node names it.

@@ -6,7 +6,7 @@ use openraft::ServerState;
 use crate::node::Node;
 
 /// One node's view of itself and the cluster.
-pub fn status(node: &Node) -> pb::StatusResponse {
+pub fn status(node: &Node, with_digest: bool) -> pb::StatusResponse {
     let m = node.raft.metrics().borrow().clone();
     let role = match m.state {
         ServerState::Leader => "leader",
@@ -37,5 +37,8 @@ pub fn status(node: &Node) -> pb::StatusResponse {
         znode_count: state.tree.len() as u64,
         client_addr: node.config.client_addr.clone(),
         members,
+        snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+        purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+        digest: if with_digest { state.digest() } else { 0 },
     }
 }

@@ -387,8 +387,11 @@ impl Ensemble for ClientService {
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        Ok(Response::new(crate::admin::status(&self.node)))
+        Ok(Response::new(crate::admin::status(
+            &self.node,
+            request.get_ref().with_digest,
+        )))
     }
 }

@@ -40,6 +40,25 @@ impl ZState {
         self.last_applied.map(|l| l.index).unwrap_or(0)
     }
 
+    /// A hash of the tree and the sessions: equal on replicas that applied
+    /// the same entries. Deterministic for one build of the server.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (path, node) in self.tree.iter() {
+            path.hash(&mut h);
+            node.data.hash(&mut h);
+            node.stat.hash(&mut h);
+            node.child_seq.hash(&mut h);
+        }
+        for (id, s) in self.sessions.iter() {
+            id.hash(&mut h);
+            s.timeout_ms.hash(&mut h);
+            s.ephemerals.hash(&mut h);
+        }
+        h.finish()
+    }
+
     /// Applies one log entry. Returns the entry's outcome and its session effects.
     pub fn apply_entry(
         &mut self,
@@ -215,4 +234,165 @@ fn session_expired(id: u64) -> Failure {
         ErrorCode::SessionExpired,
         format!("session 0x{id:x} has expired or was closed"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::raft::Entry;
+
+    fn entry(index: u64, commands: Vec<Command>) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Batch {
+                time_ms: 1000 + index as i64,
+                commands,
+            }),
+        }
+    }
+
+    fn apply(state: &mut ZState, index: u64, commands: Vec<Command>) -> Vec<Outcome> {
+        state
+            .apply_entry(&entry(index, commands), &mut SessionEffects::default())
+            .outcomes
+    }
+
+    fn create(path: &str, ephemeral: bool, sequential: bool) -> Op {
+        Op::Create {
+            path: path.into(),
+            data: vec![],
+            ephemeral,
+            sequential,
+        }
+    }
+
+    fn txn(session_id: u64, ops: Vec<Op>, multi: bool) -> Command {
+        Command::Txn {
+            session_id,
+            ops,
+            multi,
+        }
+    }
+
+    fn open_session(state: &mut ZState, index: u64) -> u64 {
+        match &apply(
+            state,
+            index,
+            vec![Command::CreateSession {
+                secret: vec![1],
+                timeout_ms: 5000,
+            }],
+        )[0]
+        {
+            Outcome::SessionCreated { session_id, .. } => *session_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn expiry_deletes_exactly_the_sessions_ephemerals() {
+        let mut s = ZState::default();
+        let a = open_session(&mut s, 1);
+        let b = open_session(&mut s, 2);
+        apply(
+            &mut s,
+            3,
+            vec![
+                txn(a, vec![create("/a", true, false)], false),
+                txn(b, vec![create("/b", true, false)], false),
+            ],
+        );
+        apply(&mut s, 4, vec![txn(a, vec![create("/p", false, false)], false)]);
+        let mut effects = SessionEffects::default();
+        s.apply_entry(
+            &entry(5, vec![Command::ExpireSessions { session_ids: vec![a] }]),
+            &mut effects,
+        );
+        assert_eq!(effects.removed, vec![a]);
+        assert!(s.tree.get("/a").is_none());
+        assert!(s.tree.get("/p").is_some(), "persistent znodes stay");
+        assert!(s.tree.get("/b").is_some());
+        assert!(!s.sessions.contains(a));
+        // Any later use of the session fails.
+        let out = apply(&mut s, 6, vec![txn(a, vec![create("/x", false, false)], false)]);
+        assert!(matches!(&out[0], Outcome::Failed(f) if f.code == ErrorCode::SessionExpired));
+    }
+
+    #[test]
+    fn a_failed_multi_leaves_no_trace() {
+        let mut s = ZState::default();
+        let a = open_session(&mut s, 1);
+        apply(&mut s, 2, vec![txn(a, vec![create("/m", false, false)], false)]);
+        let before = s.clone();
+        let out = apply(
+            &mut s,
+            3,
+            vec![txn(
+                a,
+                vec![
+                    create("/m/", false, true),
+                    create("/m/e", true, false),
+                    Op::Set {
+                        path: "/m".into(),
+                        data: b"x".to_vec(),
+                        version: 0,
+                    },
+                    Op::Delete {
+                        path: "/m/e".into(),
+                        version: 5,
+                    },
+                ],
+                true,
+            )],
+        );
+        match &out[0] {
+            Outcome::Failed(f) => assert_eq!((f.code, f.op_index), (ErrorCode::BadVersion, Some(3))),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.tree, before.tree);
+        assert_eq!(s.sessions, before.sessions);
+    }
+
+    #[test]
+    fn same_log_gives_same_state() {
+        let log: Vec<Vec<Command>> = vec![
+            vec![Command::CreateSession {
+                secret: vec![7],
+                timeout_ms: 3000,
+            }],
+            vec![txn(
+                1 << SESSION_ID_SHIFT,
+                vec![create("/s", false, false)],
+                false,
+            )],
+            vec![
+                txn(1 << SESSION_ID_SHIFT, vec![create("/s/n", false, true)], false),
+                txn(1 << SESSION_ID_SHIFT, vec![create("/s/n", true, true)], false),
+                Command::Heartbeats {
+                    session_ids: vec![1 << SESSION_ID_SHIFT],
+                },
+            ],
+            vec![Command::CloseSession {
+                session_id: 1 << SESSION_ID_SHIFT,
+            }],
+        ];
+        let run = || {
+            let mut s = ZState::default();
+            for (i, cmds) in log.iter().enumerate() {
+                apply(&mut s, i as u64 + 1, cmds.clone());
+            }
+            s
+        };
+        let (x, y) = (run(), run());
+        assert_eq!(x.digest(), y.digest());
+        assert_eq!(x.tree, y.tree);
+        let names: Vec<_> = x.tree.get("/s").unwrap().children.iter().cloned().collect();
+        assert_eq!(
+            names,
+            vec!["n0000000000"],
+            "the ephemeral one went with the session"
+        );
+    }
 }

@@ -14,7 +14,7 @@ use super::error::ErrorCode;
 use super::path;
 
 /// A znode's metadata, as ZooKeeper's Stat.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Stat {
     pub czxid: u64,
     pub mzxid: u64,

@@ -1,0 +1,27 @@
+//! openraft's own storage test suite, run against our sled log store and
+//! state machine: the contract openraft relies on for safety.
+
+use ensemble_server::raft::{NodeId, TypeConfig};
+use ensemble_server::state::store::StateMachineStore;
+use ensemble_server::storage::{self, LogStore};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::StorageError;
+
+struct SledBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = storage::open(dir.path()).expect("open sled");
+        let log = LogStore::new(db.clone()).expect("log trees");
+        let (sm, _shared, _events) = StateMachineStore::open(db)?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn sled_store_passes_openraft_suite() {
+    if let Err(e) = Suite::test_all(SledBuilder) {
+        panic!("openraft storage suite failed: {e}");
+    }
+}
