@@ -258,6 +258,7 @@ impl Client {
                     let req = pb::GetRequest {
                         header: Some(header),
                         path: path.to_string(),
+                        watch: false,
                     };
                     async move { c.get(req).await.map(|r| r.into_inner()) }
                 },
@@ -317,6 +318,7 @@ impl Client {
                     let req = pb::ExistsRequest {
                         header: Some(header),
                         path: path.to_string(),
+                        watch: false,
                     };
                     async move { c.exists(req).await.map(|r| r.into_inner()) }
                 },
@@ -336,6 +338,7 @@ impl Client {
                     let req = pb::ChildrenRequest {
                         header: Some(header),
                         path: path.to_string(),
+                        watch: false,
                     };
                     async move { c.children(req).await.map(|r| r.into_inner()) }
                 },

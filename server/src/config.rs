@@ -69,6 +69,9 @@ pub struct Args {
     /// Most commands in one log entry.
     #[arg(long, value_name = "COMMANDS")]
     pub max_batch: Option<usize>,
+    /// Recent changes kept to replay persistent-watch events to reconnecting clients.
+    #[arg(long, value_name = "CHANGES")]
+    pub watch_history: Option<usize>,
 }
 
 /// The TOML file: the same settings as [`Args`].
@@ -89,6 +92,7 @@ struct FileConfig {
     snapshot_entries: Option<u64>,
     log_keep_entries: Option<u64>,
     max_batch: Option<usize>,
+    watch_history: Option<usize>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -117,6 +121,7 @@ pub struct Config {
     pub snapshot_entries: u64,
     pub log_keep_entries: u64,
     pub max_batch: usize,
+    pub watch_history: usize,
 }
 
 /// Parses `ID=PEER_ADDR/CLIENT_ADDR,...`.
@@ -269,6 +274,10 @@ impl Config {
                 crate::state::machine::MAX_BATCH
             )));
         }
+        let watch_history = args.watch_history.or(file.watch_history).unwrap_or(10_000);
+        if watch_history == 0 {
+            return Err(bad("watch_history must be greater than 0"));
+        }
         Ok(Config {
             id,
             client_addr,
@@ -285,6 +294,7 @@ impl Config {
             snapshot_entries,
             log_keep_entries,
             max_batch,
+            watch_history,
         })
     }
 

@@ -54,6 +54,8 @@ pub struct Node {
     pub peers: Peers,
     pub proposer: Proposer,
     pub activity: Activity,
+    /// The watches of the clients whose session streams this node holds.
+    pub watches: Arc<crate::api::watches::WatchHub>,
     /// Touches other nodes reported, for the tick loop.
     pub reported: mpsc::UnboundedSender<ReportedTouches>,
     last_leader_contact: Mutex<Option<Instant>>,
@@ -223,6 +225,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
     let proposer = Proposer::start(raft.clone(), config.max_batch);
+    let watches = Arc::new(crate::api::watches::WatchHub::new(
+        config.watch_history,
+        shared.applied(),
+    ));
+    shared.set_listener(watches.clone());
     let (reported_tx, reported_rx) = mpsc::unbounded_channel();
     let node = Arc::new(Node {
         id: config.id,
@@ -232,6 +239,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         peers,
         proposer,
         activity: Activity::default(),
+        watches,
         reported: reported_tx,
         last_leader_contact: Mutex::new(None),
         shutting_down: AtomicBool::new(false),

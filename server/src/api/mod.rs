@@ -7,3 +7,5 @@ pub mod errors;
 pub mod proposer;
 pub mod router;
 pub mod service;
+pub mod session_stream;
+pub mod watches;

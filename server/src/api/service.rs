@@ -1,9 +1,11 @@
 //! The client gRPC service: sessions and znode operations.
 //!
-//! Writes go through [`Node::submit`] (routing and group commit) and answer
-//! once this node has applied them. Reads are served from this node's applied
-//! state after it has applied the client's last-seen zxid. A node that is cut
-//! off from the majority refuses both, so its clients move to another node.
+//! Each operation is one `handle_*` method returning the reply or an
+//! [`ApiError`]; the unary RPCs and the session stream (`session_stream.rs`)
+//! both call them. Writes go through [`Node::submit`] (routing and group
+//! commit) and answer once this node has applied them. Reads are served from
+//! this node's applied state after it has applied the client's last-seen
+//! zxid. A node cut off from the majority refuses both, so clients move on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +13,12 @@ use std::time::Duration;
 use ensemble_proto::v1 as pb;
 use ensemble_proto::v1::ensemble_server::Ensemble;
 use rand::RngCore;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug_span, field, Instrument, Span};
 
 use super::convert;
 use super::errors::ApiError;
+use super::watches::{WatchKind, WatcherId};
 use crate::node::Node;
 use crate::state::tree::Tree;
 use crate::state::{Command, ErrorCode, Op, OpOutput, Outcome};
@@ -24,8 +27,30 @@ use crate::state::{Command, ErrorCode, Op, OpOutput, Outcome};
 const READ_CATCH_UP: Duration = Duration::from_secs(5);
 
 /// Serves clients.
+#[derive(Clone)]
 pub struct ClientService {
-    node: Arc<Node>,
+    pub(super) node: Arc<Node>,
+}
+
+fn header_session(header: Option<&pb::RequestHeader>) -> Result<&pb::RequestHeader, ApiError> {
+    let h = header.ok_or_else(|| ApiError::bad_arguments("request header (session id) is missing"))?;
+    if h.session_id == 0 {
+        return Err(ApiError::bad_arguments("session id 0 is not a session"));
+    }
+    Ok(h)
+}
+
+fn no_node(path: &str) -> ApiError {
+    ApiError::new(ErrorCode::NoNode, format!("{path} does not exist"))
+}
+
+fn unexpected(out: impl std::fmt::Debug) -> ApiError {
+    ApiError::new(ErrorCode::SystemError, format!("unexpected result {out:?}"))
+}
+
+/// A span for one request; session and zxid are filled in as they are known.
+pub(super) fn span(name: &'static str, path: &str) -> Span {
+    debug_span!("request", op = name, path = %path, session = field::Empty, zxid = field::Empty)
 }
 
 impl ClientService {
@@ -38,11 +63,8 @@ impl ClientService {
     /// majority, caught up with the client, and the session open. Counts as
     /// hearing from the session, even when the node then refuses: the client
     /// is alive, and the leader should know once this node reaches it again.
-    async fn admit(&self, header: Option<&pb::RequestHeader>) -> Result<u64, ApiError> {
-        let h = header.ok_or_else(|| ApiError::bad_arguments("request header (session id) is missing"))?;
-        if h.session_id == 0 {
-            return Err(ApiError::bad_arguments("session id 0 is not a session"));
-        }
+    pub(super) async fn admit(&self, header: Option<&pb::RequestHeader>) -> Result<u64, ApiError> {
+        let h = header_session(header)?;
         Span::current().record("session", field::display(format_args!("0x{:x}", h.session_id)));
         if !self.node.in_quorum() {
             if self.node.shared.read().sessions.contains(h.session_id) {
@@ -96,10 +118,7 @@ impl ClientService {
         match outcome {
             Outcome::Txn(outputs) => Ok((zxid, outputs)),
             Outcome::Failed(f) => Err(f.into()),
-            other => Err(ApiError::new(
-                ErrorCode::SystemError,
-                format!("unexpected outcome {other:?}"),
-            )),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -110,69 +129,253 @@ impl ClientService {
             .ok_or_else(|| ApiError::new(ErrorCode::SystemError, "txn returned no result"))?;
         Ok((zxid, out))
     }
+
+    pub(super) async fn handle_create_session(
+        &self,
+        req: pb::CreateSessionRequest,
+    ) -> Result<pb::CreateSessionResponse, ApiError> {
+        self.ensure_in_quorum()?;
+        let cfg = &self.node.config;
+        let timeout_ms = (req.timeout_ms as u64).clamp(
+            cfg.min_session_timeout.as_millis() as u64,
+            cfg.max_session_timeout.as_millis() as u64,
+        ) as u32;
+        let mut secret = vec![0u8; 16];
+        rand::thread_rng().fill_bytes(&mut secret);
+        let command = Command::CreateSession {
+            secret: secret.clone(),
+            timeout_ms,
+        };
+        match self.node.submit(command).await? {
+            (
+                zxid,
+                Outcome::SessionCreated {
+                    session_id,
+                    timeout_ms,
+                },
+            ) => {
+                Span::current().record("session", field::display(format_args!("0x{session_id:x}")));
+                Span::current().record("zxid", zxid);
+                self.node.activity.touch(session_id);
+                Ok(pb::CreateSessionResponse {
+                    session_id,
+                    secret,
+                    timeout_ms,
+                    zxid,
+                })
+            }
+            (_, Outcome::Failed(f)) => Err(f.into()),
+            (_, other) => Err(unexpected(other)),
+        }
+    }
+
+    pub(super) async fn handle_resume(
+        &self,
+        req: pb::ResumeSessionRequest,
+    ) -> Result<pb::ResumeSessionResponse, ApiError> {
+        let id = self.admit(req.header.as_ref()).await?;
+        let state = self.node.shared.read();
+        let session = state
+            .sessions
+            .get(id)
+            .ok_or_else(|| ApiError::session_expired(id))?;
+        if session.secret != req.secret {
+            return Err(ApiError::new(
+                ErrorCode::SessionExpired,
+                format!("session 0x{id:x}: the secret does not match"),
+            ));
+        }
+        Ok(pb::ResumeSessionResponse {
+            timeout_ms: session.timeout_ms,
+            zxid: state.zxid(),
+        })
+    }
+
+    pub(super) async fn handle_heartbeat(
+        &self,
+        req: pb::HeartbeatRequest,
+    ) -> Result<pb::HeartbeatResponse, ApiError> {
+        self.admit(req.header.as_ref()).await?;
+        Ok(pb::HeartbeatResponse {
+            zxid: self.node.shared.applied(),
+        })
+    }
+
+    pub(super) async fn handle_close(
+        &self,
+        req: pb::CloseSessionRequest,
+    ) -> Result<pb::CloseSessionResponse, ApiError> {
+        let session_id = self.admit(req.header.as_ref()).await?;
+        let (zxid, outcome) = self.node.submit(Command::CloseSession { session_id }).await?;
+        Span::current().record("zxid", zxid);
+        self.node.activity.forget(session_id);
+        match outcome {
+            Outcome::Failed(f) => Err(f.into()),
+            _ => Ok(pb::CloseSessionResponse { zxid }),
+        }
+    }
+
+    pub(super) async fn handle_create(&self, req: pb::CreateRequest) -> Result<pb::CreateResponse, ApiError> {
+        let op = convert::create_op(req.path, req.data, req.mode, self.node.config.max_data_bytes)?;
+        let sid = self.admit(req.header.as_ref()).await?;
+        match self.single(sid, op).await? {
+            (zxid, OpOutput::Create { path, stat }) => Ok(pb::CreateResponse {
+                path,
+                stat: Some(convert::stat(&stat)),
+                zxid,
+            }),
+            (_, out) => Err(unexpected(out)),
+        }
+    }
+
+    pub(super) async fn handle_set(&self, req: pb::SetRequest) -> Result<pb::SetResponse, ApiError> {
+        let op = convert::set_op(
+            req.path,
+            req.data,
+            req.expected_version,
+            self.node.config.max_data_bytes,
+        )?;
+        let sid = self.admit(req.header.as_ref()).await?;
+        match self.single(sid, op).await? {
+            (zxid, OpOutput::Set { stat }) => Ok(pb::SetResponse {
+                stat: Some(convert::stat(&stat)),
+                zxid,
+            }),
+            (_, out) => Err(unexpected(out)),
+        }
+    }
+
+    pub(super) async fn handle_delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, ApiError> {
+        let op = convert::delete_op(req.path, req.expected_version)?;
+        let sid = self.admit(req.header.as_ref()).await?;
+        let (zxid, _) = self.single(sid, op).await?;
+        Ok(pb::DeleteResponse { zxid })
+    }
+
+    pub(super) async fn handle_multi(&self, req: pb::MultiRequest) -> Result<pb::MultiResponse, ApiError> {
+        let max = self.node.config.max_data_bytes;
+        let ops = req
+            .ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| convert::multi_op(i, op, max))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sid = self.admit(req.header.as_ref()).await?;
+        if ops.is_empty() {
+            return Ok(pb::MultiResponse {
+                results: vec![],
+                zxid: self.node.shared.applied(),
+            });
+        }
+        let (zxid, outs) = self.txn(sid, ops, true).await?;
+        Ok(pb::MultiResponse {
+            results: outs.into_iter().map(convert::op_result).collect(),
+            zxid,
+        })
+    }
+
+    pub(super) async fn handle_sync(&self, req: pb::SyncRequest) -> Result<pb::SyncResponse, ApiError> {
+        self.admit(req.header.as_ref()).await?;
+        let (zxid, _) = self.node.submit(Command::Sync).await?;
+        Ok(pb::SyncResponse { path: req.path, zxid })
+    }
+
+    /// A read; with `watcher`, a one-shot watch is left under the same lock.
+    pub(super) async fn handle_get(
+        &self,
+        req: pb::GetRequest,
+        watcher: Option<WatcherId>,
+    ) -> Result<pb::GetResponse, ApiError> {
+        convert::check_path(&req.path, false)?;
+        self.admit(req.header.as_ref()).await?;
+        let state = self.node.shared.read();
+        let node = state.tree.get(&req.path).ok_or_else(|| no_node(&req.path))?;
+        if let (Some(w), true) = (watcher, req.watch) {
+            self.node.watches.add(w, &req.path, WatchKind::Data);
+        }
+        Ok(pb::GetResponse {
+            data: node.data.clone(),
+            stat: Some(convert::stat(&Tree::stat_of(node))),
+            zxid: state.zxid(),
+        })
+    }
+
+    pub(super) async fn handle_exists(
+        &self,
+        req: pb::ExistsRequest,
+        watcher: Option<WatcherId>,
+    ) -> Result<pb::ExistsResponse, ApiError> {
+        convert::check_path(&req.path, false)?;
+        self.admit(req.header.as_ref()).await?;
+        let state = self.node.shared.read();
+        let node = state.tree.get(&req.path);
+        if let (Some(w), true) = (watcher, req.watch) {
+            let kind = if node.is_some() {
+                WatchKind::Data
+            } else {
+                WatchKind::Exist
+            };
+            self.node.watches.add(w, &req.path, kind);
+        }
+        Ok(pb::ExistsResponse {
+            stat: node.map(|n| convert::stat(&Tree::stat_of(n))),
+            zxid: state.zxid(),
+        })
+    }
+
+    pub(super) async fn handle_children(
+        &self,
+        req: pb::ChildrenRequest,
+        watcher: Option<WatcherId>,
+    ) -> Result<pb::ChildrenResponse, ApiError> {
+        convert::check_path(&req.path, false)?;
+        self.admit(req.header.as_ref()).await?;
+        let state = self.node.shared.read();
+        let node = state.tree.get(&req.path).ok_or_else(|| no_node(&req.path))?;
+        if let (Some(w), true) = (watcher, req.watch) {
+            self.node.watches.add(w, &req.path, WatchKind::Child);
+        }
+        Ok(pb::ChildrenResponse {
+            children: node.children.iter().cloned().collect(),
+            stat: Some(convert::stat(&Tree::stat_of(node))),
+            zxid: state.zxid(),
+        })
+    }
 }
 
-fn span(name: &'static str, path: &str) -> Span {
-    debug_span!("request", op = name, path = %path, session = field::Empty, zxid = field::Empty)
-}
-
-fn unexpected(out: OpOutput) -> ApiError {
-    ApiError::new(ErrorCode::SystemError, format!("unexpected op output {out:?}"))
-}
-
-/// Runs a handler body in its span and turns its error into a gRPC status.
-async fn traced<T>(
+/// Runs a handler in its span and turns its result into a gRPC reply.
+async fn unary<T>(
     span: Span,
     body: impl std::future::Future<Output = Result<T, ApiError>>,
-) -> Result<T, Status> {
-    body.instrument(span).await.map_err(Status::from)
+) -> Result<Response<T>, Status> {
+    body.instrument(span)
+        .await
+        .map(Response::new)
+        .map_err(Status::from)
 }
 
 #[tonic::async_trait]
 impl Ensemble for ClientService {
+    type SessionStream = super::session_stream::Outbound;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SessionRequest>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        Ok(Response::new(super::session_stream::start(
+            self.clone(),
+            request.into_inner(),
+        )))
+    }
+
     async fn create_session(
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-        let req = request.into_inner();
-        traced(span("create_session", ""), async {
-            self.ensure_in_quorum()?;
-            let cfg = &self.node.config;
-            let timeout_ms = (req.timeout_ms as u64).clamp(
-                cfg.min_session_timeout.as_millis() as u64,
-                cfg.max_session_timeout.as_millis() as u64,
-            ) as u32;
-            let mut secret = vec![0u8; 16];
-            rand::thread_rng().fill_bytes(&mut secret);
-            let (zxid, outcome) = self
-                .node
-                .submit(Command::CreateSession {
-                    secret: secret.clone(),
-                    timeout_ms,
-                })
-                .await?;
-            match outcome {
-                Outcome::SessionCreated {
-                    session_id,
-                    timeout_ms,
-                } => {
-                    Span::current().record("session", field::display(format_args!("0x{session_id:x}")));
-                    Span::current().record("zxid", zxid);
-                    self.node.activity.touch(session_id);
-                    Ok(Response::new(pb::CreateSessionResponse {
-                        session_id,
-                        secret,
-                        timeout_ms,
-                        zxid,
-                    }))
-                }
-                Outcome::Failed(f) => Err(ApiError::from(f)),
-                other => Err(ApiError::new(
-                    ErrorCode::SystemError,
-                    format!("unexpected outcome {other:?}"),
-                )),
-            }
-        })
+        unary(
+            span("create_session", ""),
+            self.handle_create_session(request.into_inner()),
+        )
         .await
     }
 
@@ -180,25 +383,10 @@ impl Ensemble for ClientService {
         &self,
         request: Request<pb::ResumeSessionRequest>,
     ) -> Result<Response<pb::ResumeSessionResponse>, Status> {
-        let req = request.into_inner();
-        traced(span("resume_session", ""), async {
-            let id = self.admit(req.header.as_ref()).await?;
-            let state = self.node.shared.read();
-            let session = state
-                .sessions
-                .get(id)
-                .ok_or_else(|| ApiError::session_expired(id))?;
-            if session.secret != req.secret {
-                return Err(ApiError::new(
-                    ErrorCode::SessionExpired,
-                    format!("session 0x{id:x}: the secret does not match"),
-                ));
-            }
-            Ok(Response::new(pb::ResumeSessionResponse {
-                timeout_ms: session.timeout_ms,
-                zxid: state.zxid(),
-            }))
-        })
+        unary(
+            span("resume_session", ""),
+            self.handle_resume(request.into_inner()),
+        )
         .await
     }
 
@@ -206,29 +394,14 @@ impl Ensemble for ClientService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let req = request.into_inner();
-        self.admit(req.header.as_ref()).await?;
-        Ok(Response::new(pb::HeartbeatResponse {
-            zxid: self.node.shared.applied(),
-        }))
+        unary(span("heartbeat", ""), self.handle_heartbeat(request.into_inner())).await
     }
 
     async fn close_session(
         &self,
         request: Request<pb::CloseSessionRequest>,
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
-        let req = request.into_inner();
-        traced(span("close_session", ""), async {
-            let session_id = self.admit(req.header.as_ref()).await?;
-            let (zxid, outcome) = self.node.submit(Command::CloseSession { session_id }).await?;
-            Span::current().record("zxid", zxid);
-            self.node.activity.forget(session_id);
-            match outcome {
-                Outcome::Failed(f) => Err(f.into()),
-                _ => Ok(Response::new(pb::CloseSessionResponse { zxid })),
-            }
-        })
-        .await
+        unary(span("close_session", ""), self.handle_close(request.into_inner())).await
     }
 
     async fn create(
@@ -236,60 +409,17 @@ impl Ensemble for ClientService {
         request: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::CreateResponse>, Status> {
         let req = request.into_inner();
-        let span = span("create", &req.path);
-        traced(span, async {
-            let op = convert::create_op(req.path, req.data, req.mode, self.node.config.max_data_bytes)?;
-            let sid = self.admit(req.header.as_ref()).await?;
-            match self.single(sid, op).await? {
-                (zxid, OpOutput::Create { path, stat }) => Ok(Response::new(pb::CreateResponse {
-                    path,
-                    stat: Some(convert::stat(&stat)),
-                    zxid,
-                })),
-                (_, out) => Err(unexpected(out)),
-            }
-        })
-        .await
+        unary(span("create", &req.path.clone()), self.handle_create(req)).await
     }
 
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let req = request.into_inner();
-        convert::check_path(&req.path, false)?;
-        self.admit(req.header.as_ref())
-            .instrument(span("get", &req.path))
-            .await?;
-        let state = self.node.shared.read();
-        let node = state
-            .tree
-            .get(&req.path)
-            .ok_or_else(|| ApiError::new(ErrorCode::NoNode, format!("{} does not exist", req.path)))?;
-        Ok(Response::new(pb::GetResponse {
-            data: node.data.clone(),
-            stat: Some(convert::stat(&Tree::stat_of(node))),
-            zxid: state.zxid(),
-        }))
+        unary(span("get", &req.path.clone()), self.handle_get(req, None)).await
     }
 
     async fn set(&self, request: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
         let req = request.into_inner();
-        let span = span("set", &req.path);
-        traced(span, async {
-            let op = convert::set_op(
-                req.path,
-                req.data,
-                req.expected_version,
-                self.node.config.max_data_bytes,
-            )?;
-            let sid = self.admit(req.header.as_ref()).await?;
-            match self.single(sid, op).await? {
-                (zxid, OpOutput::Set { stat }) => Ok(Response::new(pb::SetResponse {
-                    stat: Some(convert::stat(&stat)),
-                    zxid,
-                })),
-                (_, out) => Err(unexpected(out)),
-            }
-        })
-        .await
+        unary(span("set", &req.path.clone()), self.handle_set(req)).await
     }
 
     async fn delete(
@@ -297,14 +427,7 @@ impl Ensemble for ClientService {
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let req = request.into_inner();
-        let span = span("delete", &req.path);
-        traced(span, async {
-            let op = convert::delete_op(req.path, req.expected_version)?;
-            let sid = self.admit(req.header.as_ref()).await?;
-            let (zxid, _) = self.single(sid, op).await?;
-            Ok(Response::new(pb::DeleteResponse { zxid }))
-        })
-        .await
+        unary(span("delete", &req.path.clone()), self.handle_delete(req)).await
     }
 
     async fn exists(
@@ -312,18 +435,7 @@ impl Ensemble for ClientService {
         request: Request<pb::ExistsRequest>,
     ) -> Result<Response<pb::ExistsResponse>, Status> {
         let req = request.into_inner();
-        convert::check_path(&req.path, false)?;
-        self.admit(req.header.as_ref())
-            .instrument(span("exists", &req.path))
-            .await?;
-        let state = self.node.shared.read();
-        Ok(Response::new(pb::ExistsResponse {
-            stat: state
-                .tree
-                .get(&req.path)
-                .map(|n| convert::stat(&Tree::stat_of(n))),
-            zxid: state.zxid(),
-        }))
+        unary(span("exists", &req.path.clone()), self.handle_exists(req, None)).await
     }
 
     async fn children(
@@ -331,58 +443,20 @@ impl Ensemble for ClientService {
         request: Request<pb::ChildrenRequest>,
     ) -> Result<Response<pb::ChildrenResponse>, Status> {
         let req = request.into_inner();
-        convert::check_path(&req.path, false)?;
-        self.admit(req.header.as_ref())
-            .instrument(span("children", &req.path))
-            .await?;
-        let state = self.node.shared.read();
-        let node = state
-            .tree
-            .get(&req.path)
-            .ok_or_else(|| ApiError::new(ErrorCode::NoNode, format!("{} does not exist", req.path)))?;
-        Ok(Response::new(pb::ChildrenResponse {
-            children: node.children.iter().cloned().collect(),
-            stat: Some(convert::stat(&Tree::stat_of(node))),
-            zxid: state.zxid(),
-        }))
+        unary(
+            span("children", &req.path.clone()),
+            self.handle_children(req, None),
+        )
+        .await
     }
 
     async fn multi(&self, request: Request<pb::MultiRequest>) -> Result<Response<pb::MultiResponse>, Status> {
-        let req = request.into_inner();
-        let span = span("multi", "");
-        traced(span, async {
-            let max = self.node.config.max_data_bytes;
-            let ops = req
-                .ops
-                .into_iter()
-                .enumerate()
-                .map(|(i, op)| convert::multi_op(i, op, max))
-                .collect::<Result<Vec<_>, _>>()?;
-            let sid = self.admit(req.header.as_ref()).await?;
-            if ops.is_empty() {
-                return Ok(Response::new(pb::MultiResponse {
-                    results: vec![],
-                    zxid: self.node.shared.applied(),
-                }));
-            }
-            let (zxid, outs) = self.txn(sid, ops, true).await?;
-            Ok(Response::new(pb::MultiResponse {
-                results: outs.into_iter().map(convert::op_result).collect(),
-                zxid,
-            }))
-        })
-        .await
+        unary(span("multi", ""), self.handle_multi(request.into_inner())).await
     }
 
     async fn sync(&self, request: Request<pb::SyncRequest>) -> Result<Response<pb::SyncResponse>, Status> {
         let req = request.into_inner();
-        let span = span("sync", &req.path);
-        traced(span, async {
-            self.admit(req.header.as_ref()).await?;
-            let (zxid, _) = self.node.submit(Command::Sync).await?;
-            Ok(Response::new(pb::SyncResponse { path: req.path, zxid }))
-        })
-        .await
+        unary(span("sync", &req.path.clone()), self.handle_sync(req)).await
     }
 
     async fn status(

@@ -5,8 +5,10 @@
 use openraft::{EntryPayload, LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 
+use super::change::{Change, ChangeKind};
 use super::command::{Batch, BatchOutcome, Command, Failure, Op, OpOutput, Outcome};
 use super::error::ErrorCode;
+use super::path;
 use super::sessions::{Session, SessionTable};
 use super::tree::{OpError, Tree, Undo};
 use crate::raft::{NodeId, PeerNode, TypeConfig};
@@ -16,13 +18,29 @@ pub const SESSION_ID_SHIFT: u32 = 16;
 /// So a batch holds at most this many commands.
 pub const MAX_BATCH: usize = 1 << SESSION_ID_SHIFT;
 
-/// Session-related facts an apply produced, for the node-local trackers.
+/// What an apply produced besides state, for node-local consumers: the
+/// session tracker and the watches.
 #[derive(Debug, Default)]
-pub struct SessionEffects {
+pub struct Effects {
     /// Sessions created or heartbeated: (id, timeout, zxid of the entry).
     pub touched: Vec<(u64, u32, u64)>,
     /// Sessions closed or expired by this entry.
     pub removed: Vec<u64>,
+    /// Changes to the tree, in apply order.
+    pub changes: Vec<Change>,
+}
+
+fn deleted(changes: &mut Vec<Change>, zxid: u64, p: &str) {
+    changes.push(Change {
+        zxid,
+        path: p.to_string(),
+        kind: ChangeKind::Deleted,
+    });
+    changes.push(Change {
+        zxid,
+        path: path::split(p).0.to_string(),
+        kind: ChangeKind::ChildrenChanged,
+    });
 }
 
 /// Everything a replica holds: the tree, the sessions, and where it stands in the log.
@@ -63,7 +81,7 @@ impl ZState {
     pub fn apply_entry(
         &mut self,
         entry: &openraft::Entry<TypeConfig>,
-        effects: &mut SessionEffects,
+        effects: &mut Effects,
     ) -> BatchOutcome {
         self.last_applied = Some(entry.log_id);
         match &entry.payload {
@@ -76,7 +94,7 @@ impl ZState {
         }
     }
 
-    fn apply_batch(&mut self, zxid: u64, batch: &Batch, effects: &mut SessionEffects) -> BatchOutcome {
+    fn apply_batch(&mut self, zxid: u64, batch: &Batch, effects: &mut Effects) -> BatchOutcome {
         let outcomes = batch
             .commands
             .iter()
@@ -92,7 +110,7 @@ impl ZState {
         pos: usize,
         time_ms: i64,
         cmd: &Command,
-        effects: &mut SessionEffects,
+        effects: &mut Effects,
     ) -> Outcome {
         match cmd {
             Command::CreateSession { secret, timeout_ms } => {
@@ -120,7 +138,7 @@ impl ZState {
                 Outcome::Done
             }
             Command::CloseSession { session_id } => {
-                if self.end_session(zxid, *session_id) {
+                if self.end_session(zxid, *session_id, effects) {
                     effects.removed.push(*session_id);
                     Outcome::Done
                 } else {
@@ -129,7 +147,7 @@ impl ZState {
             }
             Command::ExpireSessions { session_ids } => {
                 for id in session_ids {
-                    if self.end_session(zxid, *id) {
+                    if self.end_session(zxid, *id, effects) {
                         effects.removed.push(*id);
                     }
                 }
@@ -139,24 +157,34 @@ impl ZState {
                 session_id,
                 ops,
                 multi,
-            } => self.apply_txn(zxid, time_ms, *session_id, ops, *multi),
+            } => self.apply_txn(zxid, time_ms, *session_id, ops, *multi, effects),
             Command::Sync => Outcome::Done,
         }
     }
 
     /// Deletes a session's ephemerals in path order and removes it.
-    fn end_session(&mut self, zxid: u64, id: u64) -> bool {
+    fn end_session(&mut self, zxid: u64, id: u64, effects: &mut Effects) -> bool {
         let Some(session) = self.sessions.remove(id) else {
             return false;
         };
         for path in &session.ephemerals {
             // An ephemeral has no children and any version goes, so this can not fail.
-            let _ = self.tree.delete(zxid, path, -1, None);
+            if self.tree.delete(zxid, path, -1, None).is_ok() {
+                deleted(&mut effects.changes, zxid, path);
+            }
         }
         true
     }
 
-    fn apply_txn(&mut self, zxid: u64, time_ms: i64, session_id: u64, ops: &[Op], multi: bool) -> Outcome {
+    fn apply_txn(
+        &mut self,
+        zxid: u64,
+        time_ms: i64,
+        session_id: u64,
+        ops: &[Op],
+        multi: bool,
+        effects: &mut Effects,
+    ) -> Outcome {
         if !self.sessions.contains(session_id) {
             return Outcome::Failed(session_expired(session_id));
         }
@@ -164,8 +192,17 @@ impl ZState {
         let mut owned: Vec<(bool, u64, String)> = Vec::new();
         let mut undo = if multi { Some(Undo::default()) } else { None };
         let mut outputs = Vec::with_capacity(ops.len());
+        let mut changes = Vec::new();
         for (i, op) in ops.iter().enumerate() {
-            match self.apply_op(zxid, time_ms, session_id, op, undo.as_mut(), &mut owned) {
+            match self.apply_op(
+                zxid,
+                time_ms,
+                session_id,
+                op,
+                undo.as_mut(),
+                &mut owned,
+                &mut changes,
+            ) {
                 Ok(out) => outputs.push(out),
                 Err((code, message)) => {
                     if let Some(undo) = undo {
@@ -179,6 +216,7 @@ impl ZState {
                 }
             }
         }
+        effects.changes.extend(changes);
         for (added, owner, path) in owned {
             if added {
                 self.sessions.add_ephemeral(owner, path);
@@ -189,6 +227,7 @@ impl ZState {
         Outcome::Txn(outputs)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn apply_op(
         &mut self,
         zxid: u64,
@@ -197,6 +236,7 @@ impl ZState {
         op: &Op,
         undo: Option<&mut Undo>,
         owned: &mut Vec<(bool, u64, String)>,
+        changes: &mut Vec<Change>,
     ) -> Result<OpOutput, OpError> {
         match op {
             Op::Check { path, version } => self.tree.check(path, *version),
@@ -210,8 +250,20 @@ impl ZState {
                 let out = self
                     .tree
                     .create(zxid, time_ms, path, data.clone(), owner, *sequential, undo)?;
-                if let (true, OpOutput::Create { path, .. }) = (*ephemeral, &out) {
-                    owned.push((true, owner, path.clone()));
+                if let OpOutput::Create { path: created, .. } = &out {
+                    if *ephemeral {
+                        owned.push((true, owner, created.clone()));
+                    }
+                    changes.push(Change {
+                        zxid,
+                        path: created.clone(),
+                        kind: ChangeKind::Created,
+                    });
+                    changes.push(Change {
+                        zxid,
+                        path: path::split(created).0.to_string(),
+                        kind: ChangeKind::ChildrenChanged,
+                    });
                 }
                 Ok(out)
             }
@@ -223,6 +275,7 @@ impl ZState {
                 if owner != 0 {
                     owned.push((false, owner, path.clone()));
                 }
+                deleted(changes, zxid, path);
                 Ok(OpOutput::Delete)
             }
         }
@@ -255,7 +308,7 @@ mod tests {
 
     fn apply(state: &mut ZState, index: u64, commands: Vec<Command>) -> Vec<Outcome> {
         state
-            .apply_entry(&entry(index, commands), &mut SessionEffects::default())
+            .apply_entry(&entry(index, commands), &mut Effects::default())
             .outcomes
     }
 
@@ -305,7 +358,7 @@ mod tests {
             ],
         );
         apply(&mut s, 4, vec![txn(a, vec![create("/p", false, false)], false)]);
-        let mut effects = SessionEffects::default();
+        let mut effects = Effects::default();
         s.apply_entry(
             &entry(5, vec![Command::ExpireSessions { session_ids: vec![a] }]),
             &mut effects,

@@ -7,6 +7,7 @@
 //! - [`sessions`]: the session table and ephemeral ownership.
 //! - [`store`]: openraft's state-machine trait, snapshots, and the apply-time notes.
 
+pub mod change;
 pub mod command;
 pub mod error;
 pub mod machine;
@@ -15,6 +16,7 @@ pub mod sessions;
 pub mod store;
 pub mod tree;
 
+pub use change::{Change, ChangeKind};
 pub use command::{Batch, BatchOutcome, Command, Failure, Op, OpOutput, Outcome};
 pub use error::ErrorCode;
 pub use machine::ZState;

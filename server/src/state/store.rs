@@ -23,7 +23,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use super::machine::SessionEffects;
+use super::machine::Effects;
 use super::{BatchOutcome, ZState};
 use crate::raft::{Entry, NodeId, PeerNode, StorageError, TypeConfig};
 use crate::storage::io_error;
@@ -41,6 +41,15 @@ pub enum SessionEvent {
     Reset,
 }
 
+/// Told about every change as it is applied, under the state's write lock
+/// (so before any reader can see it). Implemented by the watch hub.
+pub trait ChangeListener: Send + Sync {
+    /// Changes of the entries just applied, in log order.
+    fn on_changes(&self, changes: &[super::Change]);
+    /// The whole state was replaced (a snapshot) at `applied`.
+    fn on_reset(&self, applied: u64);
+}
+
 /// The state shared between the state machine (writer) and the API (readers).
 pub struct Shared {
     state: RwLock<ZState>,
@@ -50,6 +59,7 @@ pub struct Shared {
     replay_through: std::sync::atomic::AtomicU64,
     /// The notes on disk: session id → wall-clock ms of this node.
     saved_notes: sled::Tree,
+    listener: std::sync::OnceLock<Arc<dyn ChangeListener>>,
     events: mpsc::UnboundedSender<SessionEvent>,
 }
 
@@ -96,13 +106,18 @@ impl Shared {
         self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Sets who hears about changes (once, at startup).
+    pub fn set_listener(&self, listener: Arc<dyn ChangeListener>) {
+        let _ = self.listener.set(listener);
+    }
+
     /// Marks entries up to `index` as replays of a log written before a restart.
     pub fn set_replay_through(&self, index: u64) {
         self.replay_through
             .store(index, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn note_effects(&self, effects: SessionEffects) {
+    fn note_effects(&self, effects: Effects) {
         let now = Instant::now();
         let replay = self.replay_through.load(std::sync::atomic::Ordering::Relaxed);
         {
@@ -135,7 +150,13 @@ impl Shared {
         let applied = state.zxid();
         self.notes.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let _ = self.saved_notes.clear();
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+        {
+            let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
+            *guard = state;
+            if let Some(l) = self.listener.get() {
+                l.on_reset(applied);
+            }
+        }
         self.applied.send_replace(applied);
         let _ = self.events.send(SessionEvent::Reset);
     }
@@ -201,6 +222,7 @@ impl StateMachineStore {
             notes: Mutex::new(HashMap::new()),
             replay_through: Default::default(),
             saved_notes,
+            listener: std::sync::OnceLock::new(),
             events,
         });
         let store = StateMachineStore {
@@ -294,13 +316,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut effects = SessionEffects::default();
+        let mut effects = Effects::default();
         let (outcomes, applied) = {
             let mut state = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
             let outcomes: Vec<BatchOutcome> = entries
                 .into_iter()
                 .map(|entry| state.apply_entry(&entry, &mut effects))
                 .collect();
+            // Still under the write lock: events are queued before any
+            // reader can see the changes behind them.
+            if let Some(l) = self.shared.listener.get() {
+                if !effects.changes.is_empty() {
+                    l.on_changes(&effects.changes);
+                }
+            }
             (outcomes, state.zxid())
         };
         self.shared.note_effects(effects);

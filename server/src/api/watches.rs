@@ -1,0 +1,398 @@
+//! Watches: registered on the node that holds the session's stream, fired
+//! when that node applies a change (where a watch is fired).
+//!
+//! Firing happens inside apply, under the state's write lock and before the
+//! applied index moves, so an event is queued on the session's stream before
+//! any reply that could reflect its change. A bounded history of recent
+//! changes lets a client that reconnects replay what its persistent watches
+//! missed, or learn that it must resync.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ensemble_proto::v1 as pb;
+use tokio::sync::mpsc;
+
+use crate::state::store::ChangeListener;
+use crate::state::{path, Change, ChangeKind, ZState};
+
+/// Identifies one session stream on this node.
+pub type WatcherId = u64;
+
+/// What a watch waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WatchKind {
+    /// One-shot on an existing znode: created (n/a), deleted, data changed.
+    Data,
+    /// One-shot on a missing znode: fires when it is created.
+    Exist,
+    /// One-shot: children changed, or the znode deleted.
+    Child,
+    /// Every change of the znode.
+    Persistent,
+    /// Created, deleted and data changed, for the znode and its descendants.
+    Recursive,
+}
+
+struct Watcher {
+    tx: mpsc::Sender<pb::SessionResponse>,
+    /// Set when the stream fell too far behind; its task then ends the stream.
+    overflowed: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: WatcherId,
+    watchers: HashMap<WatcherId, Watcher>,
+    by_path: HashMap<(String, WatchKind), HashSet<WatcherId>>,
+    /// Recent changes, oldest first.
+    history: VecDeque<Change>,
+    /// Changes at or below this zxid may be missing from the history.
+    forgotten_through: u64,
+}
+
+/// All watches of this node.
+pub struct WatchHub {
+    inner: Mutex<Inner>,
+    history_cap: usize,
+}
+
+fn event_type(kind: ChangeKind) -> pb::EventType {
+    match kind {
+        ChangeKind::Created => pb::EventType::NodeCreated,
+        ChangeKind::Deleted => pb::EventType::NodeDeleted,
+        ChangeKind::DataChanged => pb::EventType::NodeDataChanged,
+        ChangeKind::ChildrenChanged => pb::EventType::NodeChildrenChanged,
+    }
+}
+
+/// The wire message of a watch event.
+pub fn event_message(kind: pb::EventType, path: &str, zxid: u64) -> pb::SessionResponse {
+    pb::SessionResponse {
+        xid: 0,
+        response: Some(pb::session_response::Response::Event(pb::WatchEvent {
+            r#type: kind as i32,
+            path: path.to_string(),
+            zxid,
+        })),
+    }
+}
+
+/// The watch kinds on the changed path itself that a change fires.
+fn kinds_on_path(kind: ChangeKind) -> &'static [WatchKind] {
+    match kind {
+        ChangeKind::Created => &[WatchKind::Exist, WatchKind::Data, WatchKind::Persistent],
+        ChangeKind::Deleted => &[WatchKind::Data, WatchKind::Child, WatchKind::Persistent],
+        ChangeKind::DataChanged => &[WatchKind::Data, WatchKind::Persistent],
+        ChangeKind::ChildrenChanged => &[WatchKind::Child, WatchKind::Persistent],
+    }
+}
+
+fn one_shot(kind: WatchKind) -> bool {
+    matches!(kind, WatchKind::Data | WatchKind::Exist | WatchKind::Child)
+}
+
+/// Every prefix path of `p`, itself included: "/a/b" → "/a/b", "/a", "/".
+fn ancestors(p: &str) -> impl Iterator<Item = &str> {
+    let mut next = Some(p);
+    std::iter::from_fn(move || {
+        let cur = next?;
+        next = if cur == "/" {
+            None
+        } else {
+            Some(path::split(cur).0)
+        };
+        Some(cur)
+    })
+}
+
+impl Inner {
+    /// Who a change notifies, each once; one-shot watches are used up.
+    fn targets(&mut self, change: &Change) -> HashSet<WatcherId> {
+        let mut out = HashSet::new();
+        for kind in kinds_on_path(change.kind) {
+            let key = (change.path.clone(), *kind);
+            if one_shot(*kind) {
+                if let Some(set) = self.by_path.remove(&key) {
+                    out.extend(set);
+                }
+            } else if let Some(set) = self.by_path.get(&key) {
+                out.extend(set.iter().copied());
+            }
+        }
+        if change.kind != ChangeKind::ChildrenChanged {
+            for p in ancestors(&change.path) {
+                if let Some(set) = self.by_path.get(&(p.to_string(), WatchKind::Recursive)) {
+                    out.extend(set.iter().copied());
+                }
+            }
+        }
+        out
+    }
+
+    fn send(&self, id: WatcherId, msg: pb::SessionResponse) {
+        if let Some(w) = self.watchers.get(&id) {
+            if w.tx.try_send(msg).is_err() {
+                w.overflowed.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn remember(&mut self, change: &Change, cap: usize) {
+        self.history.push_back(change.clone());
+        while self.history.len() > cap {
+            if let Some(old) = self.history.pop_front() {
+                self.forgotten_through = self.forgotten_through.max(old.zxid);
+            }
+        }
+    }
+}
+
+impl WatchHub {
+    /// A hub keeping the last `history_cap` changes for replay; changes up to
+    /// `applied` (the state at startup) are not in the history.
+    pub fn new(history_cap: usize, applied: u64) -> Self {
+        WatchHub {
+            inner: Mutex::new(Inner {
+                forgotten_through: applied,
+                ..Inner::default()
+            }),
+            history_cap: history_cap.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a session stream; events go to `tx`.
+    pub fn add_watcher(&self, tx: mpsc::Sender<pb::SessionResponse>) -> (WatcherId, Arc<AtomicBool>) {
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        let overflowed = Arc::new(AtomicBool::new(false));
+        inner.watchers.insert(
+            id,
+            Watcher {
+                tx,
+                overflowed: overflowed.clone(),
+            },
+        );
+        (id, overflowed)
+    }
+
+    /// Drops a stream and all its watches.
+    pub fn remove_watcher(&self, id: WatcherId) {
+        let mut inner = self.lock();
+        inner.watchers.remove(&id);
+        inner.by_path.retain(|_, set| {
+            set.remove(&id);
+            !set.is_empty()
+        });
+    }
+
+    /// Adds a watch. Call it while holding the state's read lock, right
+    /// after the read it belongs to, so no change slips in between.
+    pub fn add(&self, id: WatcherId, path: &str, kind: WatchKind) {
+        self.lock()
+            .by_path
+            .entry((path.to_string(), kind))
+            .or_default()
+            .insert(id);
+    }
+
+    /// Removes the stream's watches of these kinds on a path; true if any was there.
+    pub fn remove(&self, id: WatcherId, path: &str, kinds: &[WatchKind]) -> bool {
+        let mut inner = self.lock();
+        let mut removed = false;
+        for kind in kinds {
+            let key = (path.to_string(), *kind);
+            if let Some(set) = inner.by_path.get_mut(&key) {
+                removed |= set.remove(&id);
+                if set.is_empty() {
+                    inner.by_path.remove(&key);
+                }
+            }
+        }
+        removed
+    }
+
+    /// Re-registers a reconnected client's watches as of `since` (its last
+    /// zxid): fires at once what changed after it, replays persistent-watch
+    /// events from the history, or sends RESYNC when the history is too short.
+    /// Call it while holding the state's read lock.
+    pub fn set_watches(&self, id: WatcherId, state: &ZState, since: u64, req: &pb::SetWatchesRequest) {
+        let mut inner = self.lock();
+        let now = state.zxid();
+        for p in &req.data {
+            match state.tree.get(p) {
+                None => inner.send(id, event_message(pb::EventType::NodeDeleted, p, now)),
+                Some(n) if n.stat.mzxid > since => {
+                    inner.send(id, event_message(pb::EventType::NodeDataChanged, p, n.stat.mzxid))
+                }
+                Some(_) => {
+                    inner
+                        .by_path
+                        .entry((p.clone(), WatchKind::Data))
+                        .or_default()
+                        .insert(id);
+                }
+            }
+        }
+        for p in &req.exist {
+            match state.tree.get(p) {
+                Some(n) => inner.send(id, event_message(pb::EventType::NodeCreated, p, n.stat.czxid)),
+                None => {
+                    inner
+                        .by_path
+                        .entry((p.clone(), WatchKind::Exist))
+                        .or_default()
+                        .insert(id);
+                }
+            }
+        }
+        for p in &req.children {
+            match state.tree.get(p) {
+                None => inner.send(id, event_message(pb::EventType::NodeDeleted, p, now)),
+                Some(n) if n.stat.pzxid > since => inner.send(
+                    id,
+                    event_message(pb::EventType::NodeChildrenChanged, p, n.stat.pzxid),
+                ),
+                Some(_) => {
+                    inner
+                        .by_path
+                        .entry((p.clone(), WatchKind::Child))
+                        .or_default()
+                        .insert(id);
+                }
+            }
+        }
+        let complete = inner.forgotten_through <= since;
+        for (paths, kind) in [
+            (&req.persistent, WatchKind::Persistent),
+            (&req.persistent_recursive, WatchKind::Recursive),
+        ] {
+            for p in paths {
+                inner.by_path.entry((p.clone(), kind)).or_default().insert(id);
+                if !complete {
+                    inner.send(id, event_message(pb::EventType::Resync, p, now));
+                }
+            }
+        }
+        if complete {
+            let missed: Vec<(pb::EventType, String, u64)> = inner
+                .history
+                .iter()
+                .filter(|c| c.zxid > since)
+                .filter(|c| {
+                    let exact = kinds_on_path(c.kind).contains(&WatchKind::Persistent)
+                        && req.persistent.contains(&c.path);
+                    let under = c.kind != ChangeKind::ChildrenChanged
+                        && ancestors(&c.path).any(|a| req.persistent_recursive.iter().any(|r| r == a));
+                    exact || under
+                })
+                .map(|c| (event_type(c.kind), c.path.clone(), c.zxid))
+                .collect();
+            for (kind, p, zxid) in missed {
+                inner.send(id, event_message(kind, &p, zxid));
+            }
+        }
+    }
+}
+
+impl ChangeListener for WatchHub {
+    fn on_changes(&self, changes: &[Change]) {
+        let mut inner = self.lock();
+        for change in changes {
+            inner.remember(change, self.history_cap);
+            if inner.watchers.is_empty() {
+                continue;
+            }
+            let kind = event_type(change.kind);
+            for id in inner.targets(change) {
+                inner.send(id, event_message(kind, &change.path, change.zxid));
+            }
+        }
+    }
+
+    fn on_reset(&self, applied: u64) {
+        let mut inner = self.lock();
+        inner.history.clear();
+        inner.forgotten_through = applied;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(zxid: u64, path: &str, kind: ChangeKind) -> Change {
+        Change {
+            zxid,
+            path: path.into(),
+            kind,
+        }
+    }
+
+    fn events(rx: &mut mpsc::Receiver<pb::SessionResponse>) -> Vec<(i32, String)> {
+        let mut out = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            if let Some(pb::session_response::Response::Event(e)) = m.response {
+                out.push((e.r#type, e.path));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn one_shot_fires_once_persistent_keeps_firing() {
+        let hub = WatchHub::new(100, 0);
+        let (tx, mut rx) = mpsc::channel(100);
+        let (id, _) = hub.add_watcher(tx);
+        hub.add(id, "/a", WatchKind::Data);
+        hub.add(id, "/a", WatchKind::Persistent);
+        hub.add(id, "/", WatchKind::Recursive);
+        hub.on_changes(&[change(5, "/a", ChangeKind::DataChanged)]);
+        hub.on_changes(&[change(6, "/a", ChangeKind::DataChanged)]);
+        hub.on_changes(&[change(7, "/a", ChangeKind::ChildrenChanged)]);
+        let got = events(&mut rx);
+        let changed = pb::EventType::NodeDataChanged as i32;
+        // One event per change however many watches matched.
+        assert_eq!(
+            got,
+            vec![
+                (changed, "/a".into()),
+                (changed, "/a".into()),
+                (pb::EventType::NodeChildrenChanged as i32, "/a".into())
+            ]
+        );
+        assert!(hub.remove(id, "/a", &[WatchKind::Persistent]));
+        assert!(
+            !hub.remove(id, "/a", &[WatchKind::Data]),
+            "the one-shot was used up"
+        );
+    }
+
+    #[test]
+    fn reconnect_replays_history_or_asks_for_resync() {
+        let hub = WatchHub::new(2, 0);
+        hub.on_changes(&[
+            change(3, "/r/x", ChangeKind::Created),
+            change(4, "/r/x", ChangeKind::DataChanged),
+        ]);
+        let (tx, mut rx) = mpsc::channel(100);
+        let (id, _) = hub.add_watcher(tx);
+        let req = pb::SetWatchesRequest {
+            persistent_recursive: vec!["/r".into()],
+            ..Default::default()
+        };
+        hub.set_watches(id, &ZState::default(), 2, &req);
+        assert_eq!(events(&mut rx).len(), 2);
+        hub.on_changes(&[change(5, "/r/y", ChangeKind::Created)]);
+        let _ = events(&mut rx);
+        // The history (2 changes) no longer reaches back to zxid 2.
+        hub.set_watches(id, &ZState::default(), 2, &req);
+        assert_eq!(events(&mut rx), vec![(pb::EventType::Resync as i32, "/r".into())]);
+    }
+}
