@@ -1,32 +1,42 @@
-//! A session with the cluster and the znode operations it carries.
+//! The client: opens a session, then hands requests to the connection task
+//! (`connection.rs`) and waits for their replies.
 //!
-//! The client keeps the newest zxid it has seen and sends it with every
-//! request, so a node answers only once it is at least as new: the client
-//! never goes back in time, even after moving to another node. When its node
-//! fails it resumes the same session on another endpoint.
+//! Every request carries the newest zxid the client has seen, so a node
+//! answers only once it is at least that new: the client never goes back in
+//! time, even after moving to another node.
 
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ensemble_proto::v1 as pb;
 use ensemble_proto::v1::ensemble_client::EnsembleClient;
+use ensemble_proto::v1::session_request::Request as Req;
+use ensemble_proto::v1::session_response::Response as Resp;
 use rand::seq::SliceRandom;
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::connection::{self, Call, Shared};
 use crate::error::{Error, Result};
+use crate::state::{SessionState, StateEvent};
+use crate::watches::{OneShot, WatchEvent};
 
 /// How a client connects and behaves.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The session timeout asked for; the cluster clamps it into its range.
     pub session_timeout: Duration,
-    /// How long `connect` keeps trying the endpoints.
+    /// How long `connect` keeps trying to open a session.
     pub connect_timeout: Duration,
-    /// How long one call may take, failovers included.
+    /// How long one request may wait, for a connection and for its reply.
     pub request_timeout: Duration,
+    /// Prefix added to every path, so an application can live under one
+    /// subtree (like ZooKeeper's chroot). Empty or `/`: none.
+    pub base_path: String,
+    /// Credentials presented when a session opens or resumes. Reserved for
+    /// authentication; the cluster does not check them yet.
+    pub credentials: Option<(String, Vec<u8>)>,
 }
 
 impl Default for Options {
@@ -35,6 +45,8 @@ impl Default for Options {
             session_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(15),
+            base_path: String::new(),
+            credentials: None,
         }
     }
 }
@@ -48,31 +60,45 @@ pub struct SessionInfo {
     pub timeout: Duration,
 }
 
-struct Inner {
-    endpoints: Vec<String>,
-    conns: Vec<EnsembleClient<Channel>>,
-    current: AtomicUsize,
-    session: SessionInfo,
-    last_zxid: AtomicU64,
-    expired: AtomicBool,
-    closed: AtomicBool,
-    options: Options,
-}
+/// A one-shot watch: resolves with the first event on its znode.
+pub struct OneShotWatch(oneshot::Receiver<WatchEvent>);
 
-/// A session with an Ensemble cluster. Heartbeats run in the background
-/// until [`Client::close`] or drop.
-pub struct Client {
-    inner: Arc<Inner>,
-    heartbeat: JoinHandle<()>,
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.heartbeat.abort();
+impl OneShotWatch {
+    /// Waits for the event. `Err(Closed)` if the client ended first.
+    pub async fn wait(self) -> Result<WatchEvent> {
+        self.0.await.map_err(|_| Error::Closed)
     }
 }
 
-fn channel(addr: &str, connect_timeout: Duration) -> Result<EnsembleClient<Channel>> {
+/// A persistent watch: every matching event, in zxid order, until dropped.
+pub struct PersistentWatch(mpsc::UnboundedReceiver<WatchEvent>);
+
+impl PersistentWatch {
+    /// The next event; `None` once the client has ended.
+    pub async fn next(&mut self) -> Option<WatchEvent> {
+        self.0.recv().await
+    }
+}
+
+/// A session with an Ensemble cluster. Cheap to clone: clones share the session.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    calls: mpsc::Sender<Call>,
+    options: Arc<Options>,
+    _task: Arc<TaskGuard>,
+}
+
+/// Stops the connection task when the last clone of the client is dropped.
+struct TaskGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub(crate) fn channel(addr: &str, connect_timeout: Duration) -> Result<EnsembleClient<Channel>> {
     let a = addr.trim();
     match a.rsplit_once(':') {
         Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
@@ -83,19 +109,6 @@ fn channel(addr: &str, connect_timeout: Duration) -> Result<EnsembleClient<Chann
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true);
     Ok(EnsembleClient::new(endpoint.connect_lazy()).max_decoding_message_size(256 * 1024 * 1024))
-}
-
-fn connections(endpoints: &[impl AsRef<str>]) -> Result<(Vec<String>, Vec<EnsembleClient<Channel>>)> {
-    let mut list: Vec<String> = endpoints.iter().map(|e| e.as_ref().trim().to_string()).collect();
-    if list.is_empty() {
-        return Err(Error::BadEndpoint(String::new()));
-    }
-    list.shuffle(&mut rand::thread_rng());
-    let conns = list
-        .iter()
-        .map(|e| channel(e, Duration::from_secs(2)))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((list, conns))
 }
 
 /// Asks one node for its status.
@@ -118,14 +131,27 @@ pub async fn node_status_with(
         .map_err(Error::from_status)
 }
 
+fn base(options: &Options) -> Result<String> {
+    let b = options.base_path.trim_end_matches('/');
+    if !b.is_empty() && !b.starts_with('/') {
+        return Err(Error::BadArguments(format!(
+            "base path {:?} must start with '/'",
+            options.base_path
+        )));
+    }
+    Ok(b.to_string())
+}
+
 impl Client {
-    /// Opens a new session on the first endpoint (in random order) that grants one.
+    /// Opens a new session on the first endpoint (in random order) that
+    /// grants one, and waits until it is CONNECTED.
     pub async fn connect(endpoints: &[impl AsRef<str>], options: Options) -> Result<Client> {
-        let (endpoints, conns) = connections(endpoints)?;
+        let (endpoints, clients) = connections(endpoints)?;
+        base(&options)?;
         let start = Instant::now();
         let mut last_error = Error::ConnectionLoss("no endpoint tried".into());
         while start.elapsed() < options.connect_timeout {
-            for (i, c) in conns.iter().enumerate() {
+            for (i, c) in clients.iter().enumerate() {
                 let mut req = tonic::Request::new(pb::CreateSessionRequest {
                     timeout_ms: options.session_timeout.as_millis().min(u32::MAX as u128) as u32,
                 });
@@ -138,7 +164,7 @@ impl Client {
                             secret: r.secret,
                             timeout: Duration::from_millis(r.timeout_ms as u64),
                         };
-                        return Ok(Self::start(endpoints, conns, i, session, r.zxid, options));
+                        return Self::attach(endpoints, clients, i, session, r.zxid, options).await;
                     }
                     Err(status) => {
                         let e = Error::from_status(status);
@@ -164,57 +190,158 @@ impl Client {
         session: SessionInfo,
         options: Options,
     ) -> Result<Client> {
-        let (endpoints, conns) = connections(endpoints)?;
-        let client = Self::start(endpoints, conns, 0, session, 0, options);
-        client.inner.failover(client.inner.conns.len() - 1).await?;
-        Ok(client)
+        let (endpoints, clients) = connections(endpoints)?;
+        base(&options)?;
+        Self::attach(endpoints, clients, 0, session, 0, options).await
     }
 
-    fn start(
+    async fn attach(
         endpoints: Vec<String>,
-        conns: Vec<EnsembleClient<Channel>>,
+        clients: Vec<EnsembleClient<Channel>>,
         current: usize,
         session: SessionInfo,
         zxid: u64,
         options: Options,
-    ) -> Client {
-        let inner = Arc::new(Inner {
-            endpoints,
-            conns,
-            current: AtomicUsize::new(current),
+    ) -> Result<Client> {
+        let (state, mut state_rx) = watch::channel(SessionState::Connecting);
+        let (events, _) = broadcast::channel(64);
+        let shared = Arc::new(Shared {
             session,
+            state,
+            events,
             last_zxid: AtomicU64::new(zxid),
-            expired: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            options,
+            expired: std::sync::atomic::AtomicBool::new(false),
+            watches: Mutex::new(Default::default()),
+            endpoints,
+            current: AtomicUsize::new(current),
         });
-        let heartbeat = tokio::spawn(heartbeat_loop(Arc::downgrade(&inner)));
-        Client { inner, heartbeat }
+        let (calls, calls_rx) = mpsc::channel(1024);
+        let task = tokio::spawn(connection::run(
+            shared.clone(),
+            clients,
+            calls_rx,
+            options.clone(),
+        ));
+        let client = Client {
+            shared,
+            calls,
+            options: Arc::new(options),
+            _task: Arc::new(TaskGuard(task)),
+        };
+        // Wait for the first connection (or a terminal state).
+        let waited = tokio::time::timeout(client.options.connect_timeout, async {
+            loop {
+                let s = *state_rx.borrow_and_update();
+                match s {
+                    SessionState::Connected => return Ok(()),
+                    SessionState::Closed => return Err(Error::SessionExpired(client.session_id())),
+                    SessionState::AuthFailed => return Err(Error::AuthFailed),
+                    _ => {}
+                }
+                if state_rx.changed().await.is_err() {
+                    return Err(Error::Closed);
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(r) => r.map(|_| client),
+            Err(_) => Err(Error::ConnectionLoss(format!(
+                "no node resumed the session within {:?}",
+                client.options.connect_timeout
+            ))),
+        }
     }
 
     /// The session's id, secret and granted timeout.
     pub fn session(&self) -> &SessionInfo {
-        &self.inner.session
+        &self.shared.session
     }
 
     /// The session's id.
     pub fn session_id(&self) -> u64 {
-        self.inner.session.session_id
+        self.shared.session.session_id
     }
 
     /// The newest zxid this client has seen.
     pub fn last_zxid(&self) -> u64 {
-        self.inner.last_zxid.load(Ordering::Relaxed)
+        self.shared.last_zxid.load(Ordering::Relaxed)
     }
 
-    /// The endpoint the client is talking to now.
+    /// The endpoint the client uses (or will try next).
     pub fn current_endpoint(&self) -> &str {
-        &self.inner.endpoints[self.inner.current.load(Ordering::Relaxed) % self.inner.endpoints.len()]
+        let e = &self.shared.endpoints;
+        &e[self.shared.current.load(Ordering::Relaxed) % e.len()]
     }
 
-    /// Whether the cluster has said the session expired.
+    /// The session's state now.
+    pub fn state(&self) -> SessionState {
+        *self.shared.state.borrow()
+    }
+
+    /// Whether the session expired (said by the cluster, or decided locally).
     pub fn is_expired(&self) -> bool {
-        self.inner.expired.load(Ordering::Relaxed)
+        self.shared.expired.load(Ordering::Relaxed)
+    }
+
+    /// Every state change from now on, and the `Expired` event, in order.
+    pub fn state_events(&self) -> broadcast::Receiver<StateEvent> {
+        self.shared.events.subscribe()
+    }
+
+    fn full_path(&self, path: &str) -> String {
+        let b = self.options.base_path.trim_end_matches('/');
+        if b.is_empty() {
+            path.to_string()
+        } else if path == "/" {
+            b.to_string()
+        } else {
+            format!("{b}{path}")
+        }
+    }
+
+    fn strip(&self, path: String) -> String {
+        let b = self.options.base_path.trim_end_matches('/');
+        if b.is_empty() {
+            return path;
+        }
+        match path.strip_prefix(b) {
+            Some("") => "/".to_string(),
+            Some(rest) => rest.to_string(),
+            None => path,
+        }
+    }
+
+    async fn call(&self, request: Req, idempotent: bool) -> Result<Resp> {
+        let (reply, rx) = oneshot::channel();
+        let call = Call {
+            request,
+            idempotent,
+            deadline: Instant::now() + self.options.request_timeout,
+            reply,
+        };
+        self.calls.send(call).await.map_err(|_| self.ended())?;
+        match tokio::time::timeout(self.options.request_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(self.ended()),
+            Err(_) => Err(Error::ConnectionLoss(format!(
+                "no reply within {:?}{}",
+                self.options.request_timeout,
+                if idempotent {
+                    ""
+                } else {
+                    ": the write's outcome is unknown"
+                }
+            ))),
+        }
+    }
+
+    fn ended(&self) -> Error {
+        match self.state() {
+            SessionState::AuthFailed => Error::AuthFailed,
+            _ if self.is_expired() => Error::SessionExpired(self.session_id()),
+            _ => Error::Closed,
+        }
     }
 
     /// Creates a znode; returns its path (with the suffix, if sequential).
@@ -229,315 +356,238 @@ impl Client {
         data: Vec<u8>,
         mode: pb::CreateMode,
     ) -> Result<(String, pb::Stat)> {
-        let r = self
-            .inner
-            .call(
-                false,
-                |mut c, header| {
-                    let req = pb::CreateRequest {
-                        header: Some(header),
-                        path: path.to_string(),
-                        data: data.clone(),
-                        mode: mode as i32,
-                    };
-                    async move { c.create(req).await.map(|r| r.into_inner()) }
-                },
-                |r| r.zxid,
-            )
-            .await?;
-        Ok((r.path, r.stat.unwrap_or_default()))
+        let req = Req::Create(pb::CreateRequest {
+            header: None,
+            path: self.full_path(path),
+            data,
+            mode: mode as i32,
+        });
+        match self.call(req, false).await? {
+            Resp::Create(r) => Ok((self.strip(r.path), r.stat.unwrap_or_default())),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// A znode's data and stat.
     pub async fn get(&self, path: &str) -> Result<(Vec<u8>, pb::Stat)> {
-        let r = self
-            .inner
-            .call(
-                true,
-                |mut c, header| {
-                    let req = pb::GetRequest {
-                        header: Some(header),
-                        path: path.to_string(),
-                        watch: false,
-                    };
-                    async move { c.get(req).await.map(|r| r.into_inner()) }
-                },
-                |r| r.zxid,
-            )
-            .await?;
-        Ok((r.data, r.stat.unwrap_or_default()))
+        self.get_inner(path, false).await
+    }
+
+    /// A znode's data and stat, and a one-shot watch on it.
+    pub async fn get_watch(&self, path: &str) -> Result<(Vec<u8>, pb::Stat, OneShotWatch)> {
+        let rx = self
+            .shared
+            .watches()
+            .add_one_shot(&self.full_path(path), OneShot::Data);
+        let (data, stat) = self.get_inner(path, true).await?;
+        Ok((data, stat, OneShotWatch(rx)))
+    }
+
+    async fn get_inner(&self, path: &str, watch: bool) -> Result<(Vec<u8>, pb::Stat)> {
+        let req = Req::Get(pb::GetRequest {
+            header: None,
+            path: self.full_path(path),
+            watch,
+        });
+        match self.call(req, true).await? {
+            Resp::Get(r) => Ok((r.data, r.stat.unwrap_or_default())),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Replaces a znode's data if its version is `version` (-1: any).
     pub async fn set(&self, path: &str, data: Vec<u8>, version: i32) -> Result<pb::Stat> {
-        let r = self
-            .inner
-            .call(
-                false,
-                |mut c, header| {
-                    let req = pb::SetRequest {
-                        header: Some(header),
-                        path: path.to_string(),
-                        data: data.clone(),
-                        expected_version: version,
-                    };
-                    async move { c.set(req).await.map(|r| r.into_inner()) }
-                },
-                |r| r.zxid,
-            )
-            .await?;
-        Ok(r.stat.unwrap_or_default())
+        let req = Req::Set(pb::SetRequest {
+            header: None,
+            path: self.full_path(path),
+            data,
+            expected_version: version,
+        });
+        match self.call(req, false).await? {
+            Resp::Set(r) => Ok(r.stat.unwrap_or_default()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Deletes a childless znode if its version is `version` (-1: any).
     pub async fn delete(&self, path: &str, version: i32) -> Result<()> {
-        self.inner
-            .call(
-                false,
-                |mut c, header| {
-                    let req = pb::DeleteRequest {
-                        header: Some(header),
-                        path: path.to_string(),
-                        expected_version: version,
-                    };
-                    async move { c.delete(req).await.map(|r| r.into_inner()) }
-                },
-                |r| r.zxid,
-            )
-            .await
-            .map(|_| ())
+        let req = Req::Delete(pb::DeleteRequest {
+            header: None,
+            path: self.full_path(path),
+            expected_version: version,
+        });
+        match self.call(req, false).await? {
+            Resp::Delete(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// A znode's stat, or None if it does not exist.
     pub async fn exists(&self, path: &str) -> Result<Option<pb::Stat>> {
-        let r = self
-            .inner
-            .call(
-                true,
-                |mut c, header| {
-                    let req = pb::ExistsRequest {
-                        header: Some(header),
-                        path: path.to_string(),
-                        watch: false,
-                    };
-                    async move { c.exists(req).await.map(|r| r.into_inner()) }
-                },
-                |r| r.zxid,
-            )
-            .await?;
-        Ok(r.stat)
+        self.exists_inner(path, false).await
+    }
+
+    /// A znode's stat (None if missing), and a one-shot watch that fires when
+    /// it is created, deleted or changed.
+    pub async fn exists_watch(&self, path: &str) -> Result<(Option<pb::Stat>, OneShotWatch)> {
+        let full = self.full_path(path);
+        let rx = self.shared.watches().add_one_shot(&full, OneShot::Data);
+        let stat = self.exists_inner(path, true).await?;
+        if stat.is_none() {
+            self.shared.watches().retag(&full, OneShot::Data, OneShot::Exist);
+        }
+        Ok((stat, OneShotWatch(rx)))
+    }
+
+    async fn exists_inner(&self, path: &str, watch: bool) -> Result<Option<pb::Stat>> {
+        let req = Req::Exists(pb::ExistsRequest {
+            header: None,
+            path: self.full_path(path),
+            watch,
+        });
+        match self.call(req, true).await? {
+            Resp::Exists(r) => Ok(r.stat),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// A znode's child names, sorted, and its stat.
     pub async fn children(&self, path: &str) -> Result<(Vec<String>, pb::Stat)> {
-        let r = self
-            .inner
-            .call(
-                true,
-                |mut c, header| {
-                    let req = pb::ChildrenRequest {
-                        header: Some(header),
-                        path: path.to_string(),
-                        watch: false,
-                    };
-                    async move { c.children(req).await.map(|r| r.into_inner()) }
-                },
-                |r| r.zxid,
-            )
-            .await?;
-        Ok((r.children, r.stat.unwrap_or_default()))
+        self.children_inner(path, false).await
+    }
+
+    /// Children and stat, and a one-shot watch on the children.
+    pub async fn children_watch(&self, path: &str) -> Result<(Vec<String>, pb::Stat, OneShotWatch)> {
+        let rx = self
+            .shared
+            .watches()
+            .add_one_shot(&self.full_path(path), OneShot::Child);
+        let (c, s) = self.children_inner(path, true).await?;
+        Ok((c, s, OneShotWatch(rx)))
+    }
+
+    async fn children_inner(&self, path: &str, watch: bool) -> Result<(Vec<String>, pb::Stat)> {
+        let req = Req::Children(pb::ChildrenRequest {
+            header: None,
+            path: self.full_path(path),
+            watch,
+        });
+        match self.call(req, true).await? {
+            Resp::Children(r) => Ok((r.children, r.stat.unwrap_or_default())),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Watches a znode (or, `recursive`, its whole subtree) until the
+    /// returned watch is dropped. Events missed while the client moves
+    /// between nodes are replayed, or a `RESYNC` event says to re-read.
+    pub async fn add_watch(&self, path: &str, recursive: bool) -> Result<PersistentWatch> {
+        let full = self.full_path(path);
+        let rx = self.shared.watches().add_persistent(&full, recursive);
+        let mode = if recursive {
+            pb::WatchMode::PersistentRecursive
+        } else {
+            pb::WatchMode::Persistent
+        };
+        let req = Req::AddWatch(pb::AddWatchRequest {
+            path: full,
+            mode: mode as i32,
+        });
+        match self.call(req, true).await? {
+            Resp::AddWatch(_) => Ok(PersistentWatch(rx)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes this client's watches of a mode on a path (every mode if `None`).
+    pub async fn remove_watches(&self, path: &str, mode: Option<pb::WatchMode>) -> Result<bool> {
+        let full = self.full_path(path);
+        {
+            let mut w = self.shared.watches();
+            if matches!(mode, None | Some(pb::WatchMode::Persistent)) {
+                w.remove_persistent(&full, false);
+            }
+            if matches!(mode, None | Some(pb::WatchMode::PersistentRecursive)) {
+                w.remove_persistent(&full, true);
+            }
+        }
+        let req = Req::RemoveWatches(pb::RemoveWatchesRequest {
+            path: full,
+            mode: mode.unwrap_or(pb::WatchMode::Data) as i32,
+            any: mode.is_none(),
+        });
+        match self.call(req, true).await? {
+            Resp::RemoveWatches(r) => Ok(r.removed),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Runs ops atomically: all take effect in one zxid, or none does.
     pub async fn multi(&self, ops: Vec<pb::Op>) -> Result<Vec<pb::OpResult>> {
-        let r = self
-            .inner
-            .call(
-                false,
-                |mut c, header| {
-                    let req = pb::MultiRequest {
-                        header: Some(header),
-                        ops: ops.clone(),
-                    };
-                    async move { c.multi(req).await.map(|r| r.into_inner()) }
-                },
-                |r| r.zxid,
-            )
-            .await?;
-        Ok(r.results)
+        let ops = ops.into_iter().map(|op| self.rebase_op(op)).collect();
+        let req = Req::Multi(pb::MultiRequest { header: None, ops });
+        match self.call(req, false).await? {
+            Resp::Multi(r) => Ok(r.results),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn rebase_op(&self, mut op: pb::Op) -> pb::Op {
+        use pb::op::Op as O;
+        match &mut op.op {
+            Some(O::Check(c)) => c.path = self.full_path(&c.path),
+            Some(O::Create(c)) => c.path = self.full_path(&c.path),
+            Some(O::Set(s)) => s.path = self.full_path(&s.path),
+            Some(O::Delete(d)) => d.path = self.full_path(&d.path),
+            None => {}
+        }
+        op
     }
 
     /// Waits until the client's node has caught up with the leader.
     pub async fn sync(&self, path: &str) -> Result<()> {
-        self.inner
-            .call(
-                true,
-                |mut c, header| {
-                    let req = pb::SyncRequest {
-                        header: Some(header),
-                        path: path.to_string(),
-                    };
-                    async move { c.sync(req).await.map(|r| r.into_inner()) }
-                },
-                |r| r.zxid,
-            )
-            .await
-            .map(|_| ())
+        let req = Req::Sync(pb::SyncRequest {
+            header: None,
+            path: self.full_path(path),
+        });
+        match self.call(req, true).await? {
+            Resp::Sync(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Ends the session: its ephemerals are deleted at once, on every node.
-    pub async fn close(self) -> Result<()> {
-        self.heartbeat.abort();
-        let r = self
-            .inner
-            .call(
-                false,
-                |mut c, header| {
-                    let req = pb::CloseSessionRequest { header: Some(header) };
-                    async move { c.close_session(req).await.map(|r| r.into_inner()) }
-                },
-                |r| r.zxid,
-            )
-            .await;
-        self.inner.closed.store(true, Ordering::Relaxed);
-        r.map(|_| ())
-    }
-}
-
-impl Inner {
-    fn header(&self) -> pb::RequestHeader {
-        pb::RequestHeader {
-            session_id: self.session.session_id,
-            last_zxid: self.last_zxid.load(Ordering::Relaxed),
+    /// The state becomes CLOSED.
+    pub async fn close(&self) -> Result<()> {
+        if self.state().is_terminal() {
+            return Ok(());
         }
-    }
-
-    fn saw(&self, zxid: u64) {
-        self.last_zxid.fetch_max(zxid, Ordering::Relaxed);
-    }
-
-    fn check_usable(&self) -> Result<()> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(Error::Closed);
-        }
-        if self.expired.load(Ordering::Relaxed) {
-            return Err(Error::SessionExpired(self.session.session_id));
-        }
-        Ok(())
-    }
-
-    /// Calls the current node. A read (`idempotent`) that the node could
-    /// not serve moves to another node and is retried; a write is retried
-    /// only if it never reached a node, since otherwise its outcome is unknown.
-    async fn call<T, F, Fut>(&self, idempotent: bool, f: F, zxid_of: fn(&T) -> u64) -> Result<T>
-    where
-        F: Fn(EnsembleClient<Channel>, pb::RequestHeader) -> Fut,
-        Fut: Future<Output = std::result::Result<T, tonic::Status>>,
-    {
-        let start = Instant::now();
-        loop {
-            self.check_usable()?;
-            let idx = self.current.load(Ordering::Relaxed) % self.conns.len();
-            let call = f(self.conns[idx].clone(), self.header());
-            let result = tokio::time::timeout(self.options.request_timeout, call).await;
-            let status = match result {
-                Ok(Ok(r)) => {
-                    self.saw(zxid_of(&r));
-                    return Ok(r);
-                }
-                Ok(Err(status)) => status,
-                Err(_) => tonic::Status::deadline_exceeded("no answer in time"),
-            };
-            let not_sent = is_not_sent(&status);
-            let e = Error::from_status(status);
-            if e.code() == pb::ErrorCode::SessionExpired {
-                self.expired.store(true, Ordering::Relaxed);
-                return Err(Error::SessionExpired(self.session.session_id));
-            }
-            let retry = e.try_elsewhere() && (idempotent || not_sent);
-            if !retry || start.elapsed() >= self.options.request_timeout {
-                return Err(e);
-            }
-            if self.failover(idx).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-
-    /// Resumes the session on the next endpoint after `from` that accepts it.
-    async fn failover(&self, from: usize) -> Result<()> {
-        let n = self.conns.len();
-        let mut last = Error::ConnectionLoss("no endpoint".into());
-        for step in 1..=n {
-            let idx = (from + step) % n;
-            let mut req = tonic::Request::new(pb::ResumeSessionRequest {
-                header: Some(self.header()),
-                secret: self.session.secret.clone(),
-            });
-            req.set_timeout(self.session.timeout / 3);
-            match self.conns[idx].clone().resume_session(req).await {
-                Ok(r) => {
-                    self.saw(r.into_inner().zxid);
-                    self.current.store(idx, Ordering::Relaxed);
-                    return Ok(());
-                }
-                Err(status) => {
-                    let e = Error::from_status(status);
-                    if e.code() == pb::ErrorCode::SessionExpired {
-                        self.expired.store(true, Ordering::Relaxed);
-                        return Err(Error::SessionExpired(self.session.session_id));
-                    }
-                    last = e;
-                }
-            }
-        }
-        Err(last)
-    }
-}
-
-/// Heartbeats every T/3 while the client lives; moves to another node when
-/// its node stops answering.
-async fn heartbeat_loop(inner: std::sync::Weak<Inner>) {
-    loop {
-        let Some(i) = inner.upgrade() else { return };
-        let period = i.session.timeout / 3;
-        drop(i);
-        tokio::time::sleep(period).await;
-        let Some(i) = inner.upgrade() else { return };
-        if i.check_usable().is_err() {
-            return;
-        }
-        let idx = i.current.load(Ordering::Relaxed) % i.conns.len();
-        let mut req = tonic::Request::new(pb::HeartbeatRequest {
-            header: Some(i.header()),
-        });
-        req.set_timeout(period);
-        match i.conns[idx].clone().heartbeat(req).await {
-            Ok(r) => i.saw(r.into_inner().zxid),
-            Err(status) => {
-                let e = Error::from_status(status);
-                if e.code() == pb::ErrorCode::SessionExpired {
-                    i.expired.store(true, Ordering::Relaxed);
-                    return;
-                }
-                let _ = i.failover(idx).await;
-            }
+        let req = Req::Close(pb::CloseSessionRequest { header: None });
+        match self.call(req, true).await {
+            Ok(Resp::Close(_)) | Err(Error::Closed) => Ok(()),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(e),
         }
     }
 }
 
-/// A connect failure: the request never reached a node.
-fn is_not_sent(status: &tonic::Status) -> bool {
-    use std::error::Error as _;
-    if status.code() != tonic::Code::Unavailable {
-        return false;
+fn unexpected(r: Resp) -> Error {
+    Error::ConnectionLoss(format!("unexpected reply {r:?}"))
+}
+
+fn connections(endpoints: &[impl AsRef<str>]) -> Result<(Vec<String>, Vec<EnsembleClient<Channel>>)> {
+    let mut list: Vec<String> = endpoints
+        .iter()
+        .map(|e| e.as_ref().trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if list.is_empty() {
+        return Err(Error::BadEndpoint(String::new()));
     }
-    let mut source = status.source();
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::ConnectionRefused;
-        }
-        source = s.source();
-    }
-    status.message().contains("error trying to connect")
+    list.shuffle(&mut rand::thread_rng());
+    let clients = list
+        .iter()
+        .map(|e| channel(e, Duration::from_secs(2)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((list, clients))
 }

@@ -25,6 +25,12 @@ pub enum Error {
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
+    /// The cluster rejected the credentials; this client object is done.
+    #[error("AUTH_FAILED: the cluster rejected the credentials")]
+    AuthFailed,
+    /// A request the client itself could tell was malformed.
+    #[error("BAD_ARGUMENTS: {0}")]
+    BadArguments(String),
     /// An endpoint is not HOST:PORT.
     #[error("invalid endpoint {0:?}: expected HOST:PORT")]
     BadEndpoint(String),
@@ -37,11 +43,12 @@ impl Error {
             Error::Server { code, .. } => *code,
             Error::ConnectionLoss(_) => ErrorCode::ConnectionLoss,
             Error::SessionExpired(_) | Error::Closed => ErrorCode::SessionExpired,
-            Error::BadEndpoint(_) => ErrorCode::BadArguments,
+            Error::BadEndpoint(_) | Error::BadArguments(_) => ErrorCode::BadArguments,
+            Error::AuthFailed => ErrorCode::AuthFailed,
         }
     }
 
-    /// Whether the error came from the transport, not from the cluster's verdict.
+    /// The error a failed unary call stands for.
     pub(crate) fn from_status(status: tonic::Status) -> Self {
         let code = status
             .metadata()

@@ -16,6 +16,7 @@ fn quick() -> Options {
         session_timeout: T,
         connect_timeout: Duration::from_secs(20),
         request_timeout: Duration::from_secs(5),
+        ..Options::default()
     }
 }
 

@@ -1,0 +1,121 @@
+//! Coordination recipes: [`lock::Lock`] and [`election::Election`].
+//!
+//! Both queue contenders as ephemeral sequential znodes under one parent;
+//! each waiter watches only its predecessor, so a release wakes one client,
+//! not all (no herd effect). The holder (or leader) gets a **fencing
+//! token**: the zxid at which it learned it was first in line. Tokens only
+//! grow from one holder to the next.
+//!
+//! # Why a token, and how to use it
+//!
+//! A session's expiry is a failure detector, not a mutex: a holder that
+//! pauses (GC, a stopped VM) may still believe it holds the lock after the
+//! cluster expired it and gave the lock to someone else. So pass the token
+//! with every write to the resource the lock protects, and have the resource
+//! remember the highest token it has accepted and refuse anything lower:
+//!
+//! ```text
+//! guard = lock.acquire()                      // guard.token() == 120
+//! storage.write(key, value, token = 120)      // storage: 120 >= 97, accept, remember 120
+//! ... a stale holder with token 97 wakes up ...
+//! storage.write(key, value, token = 97)       // storage: 97 < 120, refuse
+//! ```
+//!
+//! If the resource is a znode, a multi with a check on the lock node does
+//! the same job.
+
+pub mod election;
+pub mod lock;
+
+use ensemble_proto::v1::{CreateMode, ErrorCode};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+
+/// Creates `path` and its missing parents as persistent znodes.
+pub async fn ensure_path(client: &Client, path: &str) -> Result<()> {
+    let mut prefix = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        prefix.push('/');
+        prefix.push_str(part);
+        match client.create(&prefix, vec![], CreateMode::Persistent).await {
+            Ok(_) => {}
+            Err(e) if e.code() == ErrorCode::NodeExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The sequence number of a queue entry's name (its last 10 digits).
+fn sequence(name: &str) -> Option<u64> {
+    name.len().checked_sub(10).and_then(|i| name[i..].parse().ok())
+}
+
+/// A place in a queue of contenders under `dir`.
+pub(crate) struct Ticket {
+    pub dir: String,
+    /// Full path of our ephemeral sequential znode.
+    pub node: String,
+}
+
+impl Ticket {
+    /// Joins the queue under `dir` with `data`.
+    pub async fn join(client: &Client, dir: &str, data: Vec<u8>) -> Result<Ticket> {
+        ensure_path(client, dir).await?;
+        let node = client
+            .create(&format!("{dir}/n-"), data, CreateMode::EphemeralSequential)
+            .await?;
+        Ok(Ticket {
+            dir: dir.to_string(),
+            node,
+        })
+    }
+
+    fn name(&self) -> &str {
+        self.node.rsplit('/').next().unwrap_or(&self.node)
+    }
+
+    /// Waits until this ticket is first in line; returns the fencing token.
+    pub async fn wait_first(&self, client: &Client) -> Result<u64> {
+        loop {
+            let (mut children, _) = client.children(&self.dir).await?;
+            children.retain(|c| sequence(c).is_some());
+            children.sort_by_key(|c| sequence(c));
+            let Some(pos) = children.iter().position(|c| c == self.name()) else {
+                return Err(Error::Server {
+                    code: ErrorCode::NoNode,
+                    message: format!("NO_NODE: {} is gone: the session lost its place", self.node),
+                    op_index: None,
+                });
+            };
+            if pos == 0 {
+                // Every reply so far came from state at or before this zxid,
+                // which is past the previous holder's release.
+                return Ok(client.last_zxid());
+            }
+            let predecessor = format!("{}/{}", self.dir, children[pos - 1]);
+            let (stat, watch) = client.exists_watch(&predecessor).await?;
+            if stat.is_some() {
+                watch.wait().await?;
+            }
+        }
+    }
+
+    /// Leaves the queue (releases, resigns).
+    pub async fn leave(&self, client: &Client) -> Result<()> {
+        match client.delete(&self.node, -1).await {
+            Err(e) if e.code() != ErrorCode::NoNode => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sequence_is_the_last_ten_digits() {
+        assert_eq!(super::sequence("n-0000000042"), Some(42));
+        assert_eq!(super::sequence("short"), None);
+    }
+}
