@@ -1,13 +1,17 @@
-//! The `ensemble` command-line tool: one command per run, or `shell` for an
-//! interactive prompt that keeps one session open.
+//! The `ensemble` command-line tool: one command per run, `shell` for an
+//! interactive prompt that keeps one session open, `watch` to stream watch
+//! events, and `elect` / `lock` demos of the recipes.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::client::node_status;
-use crate::{Client, CreateMode, Options, Stat};
 use clap::{Parser, Subcommand};
+
+use crate::client::node_status;
+use crate::recipes::election::Election;
+use crate::recipes::lock::Lock;
+use crate::{Client, CreateMode, Options, PersistentWatch, SessionState, Stat, StateEvent, WatchEvent};
 
 const DEFAULT_ENDPOINTS: &str = "127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183";
 
@@ -32,8 +36,32 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Op(Op),
+    /// Print watch events on a znode (or its subtree) until interrupted.
+    Watch {
+        path: String,
+        /// Also every descendant.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
     /// Interactive prompt keeping one session open; reads commands line by line (also from a pipe).
     Shell,
+    /// Stand for election NAME; prints when leadership is gained or lost, with its fencing token.
+    Elect {
+        name: String,
+        /// The value observers see for this candidate.
+        #[arg(long, default_value = "")]
+        value: String,
+    },
+    /// Take lock NAME; prints when acquired and released, with its fencing token.
+    Lock {
+        name: String,
+        /// Release after this long (default: hold until interrupted).
+        #[arg(long, value_name = "MS")]
+        hold_ms: Option<u64>,
+    },
     /// Cluster-wide views.
     Cluster {
         #[command(subcommand)]
@@ -43,7 +71,7 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum ClusterCommand {
-    /// One line per endpoint: node id, address, role, term, log and session figures.
+    /// One line per endpoint: node id, address, role, term, log index, applied index, sessions.
     Status,
 }
 
@@ -87,9 +115,9 @@ enum Op {
     Sync { path: String },
 }
 
-/// The shell's own grammar: any [`Op`], or leaving.
+/// The shell's own grammar.
 #[derive(Parser, Debug)]
-#[command(name = "", no_binary_name = true, disable_help_flag = false)]
+#[command(name = "", no_binary_name = true)]
 struct ShellLine {
     #[command(subcommand)]
     command: ShellCommand,
@@ -99,7 +127,15 @@ struct ShellLine {
 enum ShellCommand {
     #[command(flatten)]
     Op(Op),
-    /// Print the session id and the node in use.
+    /// Watch a znode (or subtree); events print as `WATCH TYPE PATH` lines.
+    Watch {
+        path: String,
+        #[arg(short = 'r', long)]
+        recursive: bool,
+    },
+    /// Stop watching a path.
+    Unwatch { path: String },
+    /// Print the session id, its state and the node in use.
     Session,
     /// Leave the shell, closing the session.
     #[command(alias = "exit")]
@@ -126,6 +162,10 @@ fn print_stat(out: &mut impl Write, s: &Stat) -> std::io::Result<()> {
     writeln!(out, "ephemeralOwner = 0x{:x}", s.ephemeral_owner)?;
     writeln!(out, "dataLength = {}", s.data_length)?;
     writeln!(out, "numChildren = {}", s.num_children)
+}
+
+fn print_event(out: &mut impl Write, e: &WatchEvent) -> std::io::Result<()> {
+    writeln!(out, "WATCH {} {} zxid={}", e.kind.as_str_name(), e.path, e.zxid)
 }
 
 async fn run_op(client: &Client, op: Op, out: &mut impl Write) -> anyhow::Result<()> {
@@ -172,10 +212,10 @@ async fn shell(client: Client) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
     let mut out = std::io::stdout();
+    let mut watches: Vec<(String, PersistentWatch)> = Vec::new();
     let prompt = |out: &mut std::io::Stdout, c: &Client| {
         if interactive {
-            let state = if c.is_expired() { "EXPIRED" } else { "CONNECTED" };
-            let _ = write!(out, "[{state} 0x{:x}] ensemble> ", c.session_id());
+            let _ = write!(out, "[{} 0x{:x}] ensemble> ", c.state(), c.session_id());
             let _ = out.flush();
         }
     };
@@ -184,44 +224,140 @@ async fn shell(client: Client) -> anyhow::Result<()> {
     while let Some(line) = tokio::task::block_in_place(|| lines.next()) {
         let line = line?;
         let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            prompt(&mut out, &client);
-            continue;
+        if !(trimmed.is_empty() || trimmed.starts_with('#')) {
+            match shlex::split(trimmed).map(ShellLine::try_parse_from) {
+                None => eprintln!("error: unbalanced quotes in {trimmed:?}"),
+                Some(Err(e)) => eprintln!("{}", e.to_string().trim_end()),
+                Some(Ok(ShellLine { command })) => match command {
+                    ShellCommand::Quit => break,
+                    ShellCommand::Session => writeln!(
+                        out,
+                        "session 0x{:x} {} on {}",
+                        client.session_id(),
+                        client.state(),
+                        client.current_endpoint()
+                    )?,
+                    ShellCommand::Watch { path, recursive } => match client.add_watch(&path, recursive).await
+                    {
+                        Ok(w) => watches.push((path, w)),
+                        Err(e) => eprintln!("error: {e}"),
+                    },
+                    ShellCommand::Unwatch { path } => {
+                        watches.retain(|(p, _)| *p != path);
+                        if let Err(e) = client.remove_watches(&path, None).await {
+                            eprintln!("error: {e}");
+                        }
+                    }
+                    ShellCommand::Op(op) => {
+                        if let Err(e) = run_op(&client, op, &mut out).await {
+                            eprintln!("error: {e}");
+                        }
+                    }
+                },
+            }
         }
-        let Some(words) = shlex::split(trimmed) else {
-            eprintln!("error: unbalanced quotes in {trimmed:?}");
-            prompt(&mut out, &client);
-            continue;
-        };
-        match ShellLine::try_parse_from(words) {
-            Ok(ShellLine {
-                command: ShellCommand::Quit,
-            }) => break,
-            Ok(ShellLine {
-                command: ShellCommand::Session,
-            }) => {
-                writeln!(
-                    out,
-                    "session 0x{:x} on {}",
-                    client.session_id(),
-                    client.current_endpoint()
-                )?;
+        // Events of the changes so far arrived before their replies: print them now.
+        for (_, w) in watches.iter_mut() {
+            while let Some(e) = w.try_next() {
+                print_event(&mut out, &e)?;
             }
-            Ok(ShellLine {
-                command: ShellCommand::Op(op),
-            }) => {
-                if let Err(e) = run_op(&client, op, &mut out).await {
-                    eprintln!("error: {e}");
-                }
-            }
-            Err(e) => eprintln!("{}", e.to_string().trim_end()),
+        }
+        out.flush()?;
+        if client.state().is_terminal() {
+            anyhow::bail!("the session ended ({}): open a new shell", client.state());
         }
         prompt(&mut out, &client);
     }
-    if !client.is_expired() {
-        client.close().await?;
+    client.close().await?;
+    Ok(())
+}
+
+async fn watch(client: &Client, path: &str, recursive: bool, count: Option<usize>) -> anyhow::Result<()> {
+    let mut w = client.add_watch(path, recursive).await?;
+    let mut out = std::io::stdout();
+    let mut seen = 0;
+    while count.is_none_or(|c| seen < c) {
+        match w.next().await {
+            Some(e) => {
+                print_event(&mut out, &e)?;
+                out.flush()?;
+                seen += 1;
+            }
+            None => anyhow::bail!("the session ended ({})", client.state()),
+        }
     }
     Ok(())
+}
+
+fn recipe_path(kind: &str, name: &str) -> String {
+    if name.starts_with('/') {
+        name.to_string()
+    } else {
+        format!("/ensemble/{kind}/{name}")
+    }
+}
+
+/// Waits until the session ends; returns how.
+async fn until_session_ends(client: &Client) -> &'static str {
+    let mut events = client.state_events();
+    loop {
+        match events.recv().await {
+            Ok(StateEvent::Expired) => return "session expired",
+            Ok(StateEvent::State(SessionState::Closed)) => return "session closed",
+            Ok(StateEvent::State(SessionState::AuthFailed)) => return "authentication failed",
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(_) => return "client gone",
+        }
+    }
+}
+
+async fn elect(client: &Client, name: &str, value: String) -> anyhow::Result<()> {
+    let election = Election::new(client, &recipe_path("election", name));
+    println!("CANDIDATE {name} session=0x{:x}", client.session_id());
+    let leadership = election.campaign(value.into_bytes()).await?;
+    println!(
+        "LEADER {name} token={} node={}",
+        leadership.token(),
+        leadership.node()
+    );
+    tokio::select! {
+        why = until_session_ends(client) => {
+            println!("LOST {name}: {why}");
+            anyhow::bail!("lost leadership of {name}: {why}");
+        }
+        _ = tokio::signal::ctrl_c() => {
+            leadership.resign().await?;
+            println!("RESIGNED {name}");
+            Ok(())
+        }
+    }
+}
+
+async fn lock(client: &Client, name: &str, hold_ms: Option<u64>) -> anyhow::Result<()> {
+    let lock = Lock::new(client, &recipe_path("locks", name));
+    println!("WAITING {name} session=0x{:x}", client.session_id());
+    let guard = lock.acquire().await?;
+    println!("ACQUIRED {name} token={} node={}", guard.token(), guard.node());
+    let hold = async {
+        match hold_ms {
+            Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    tokio::select! {
+        why = until_session_ends(client) => {
+            println!("LOST {name}: {why}");
+            anyhow::bail!("lost lock {name}: {why}");
+        }
+        _ = hold => {
+            guard.release().await?;
+            println!("RELEASED {name}");
+            Ok(())
+        }
+    }
 }
 
 async fn cluster_status(list: &[String]) -> anyhow::Result<()> {
@@ -261,18 +397,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         session_timeout: Duration::from_millis(cli.session_timeout),
         ..Options::default()
     };
-    match cli.command {
-        Command::Cluster {
-            what: ClusterCommand::Status,
-        } => cluster_status(&list).await,
-        Command::Shell => shell(Client::connect(&list, options).await?).await,
-        Command::Op(op) => {
-            let client = Client::connect(&list, options).await?;
-            let result = run_op(&client, op, &mut std::io::stdout()).await;
-            let _ = client.close().await;
-            result
-        }
+    if let Command::Cluster {
+        what: ClusterCommand::Status,
+    } = cli.command
+    {
+        return cluster_status(&list).await;
     }
+    let client = Client::connect(&list, options).await?;
+    let result = match cli.command {
+        Command::Shell => return shell(client).await,
+        Command::Op(op) => run_op(&client, op, &mut std::io::stdout()).await,
+        Command::Watch {
+            path,
+            recursive,
+            count,
+        } => watch(&client, &path, recursive, count).await,
+        Command::Elect { name, value } => elect(&client, &name, value).await,
+        Command::Lock { name, hold_ms } => lock(&client, &name, hold_ms).await,
+        Command::Cluster { .. } => Ok(()),
+    };
+    let _ = client.close().await;
+    result
 }
 
 /// Runs the CLI with these arguments (the first is the program name).

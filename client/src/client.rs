@@ -37,6 +37,10 @@ pub struct Options {
     /// Credentials presented when a session opens or resumes. Reserved for
     /// authentication; the cluster does not check them yet.
     pub credentials: Option<(String, Vec<u8>)>,
+    /// Receives every state change and the `Expired` event from the very
+    /// first `CONNECTING` on (unlike [`Client::state_events`], which starts
+    /// when called).
+    pub listener: Option<mpsc::UnboundedSender<StateEvent>>,
 }
 
 impl Default for Options {
@@ -47,6 +51,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(15),
             base_path: String::new(),
             credentials: None,
+            listener: None,
         }
     }
 }
@@ -77,6 +82,11 @@ impl PersistentWatch {
     /// The next event; `None` once the client has ended.
     pub async fn next(&mut self) -> Option<WatchEvent> {
         self.0.recv().await
+    }
+
+    /// The next event if one has arrived.
+    pub fn try_next(&mut self) -> Option<WatchEvent> {
+        self.0.try_recv().ok()
     }
 }
 
@@ -205,6 +215,9 @@ impl Client {
     ) -> Result<Client> {
         let (state, mut state_rx) = watch::channel(SessionState::Connecting);
         let (events, _) = broadcast::channel(64);
+        if let Some(l) = &options.listener {
+            let _ = l.send(StateEvent::State(SessionState::Connecting));
+        }
         let shared = Arc::new(Shared {
             session,
             state,
@@ -214,6 +227,7 @@ impl Client {
             watches: Mutex::new(Default::default()),
             endpoints,
             current: AtomicUsize::new(current),
+            listener: options.listener.clone(),
         });
         let (calls, calls_rx) = mpsc::channel(1024);
         let task = tokio::spawn(connection::run(

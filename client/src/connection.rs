@@ -47,14 +47,22 @@ pub(crate) struct Shared {
     pub watches: Mutex<Registry>,
     pub endpoints: Vec<String>,
     pub current: AtomicUsize,
+    pub listener: Option<mpsc::UnboundedSender<StateEvent>>,
 }
 
 impl Shared {
     pub fn set_state(&self, s: SessionState) {
         if *self.state.borrow() != s {
             self.state.send_replace(s);
-            let _ = self.events.send(StateEvent::State(s));
+            self.emit(StateEvent::State(s));
         }
+    }
+
+    pub fn emit(&self, e: StateEvent) {
+        if let Some(l) = &self.listener {
+            let _ = l.send(e.clone());
+        }
+        let _ = self.events.send(e);
     }
 
     pub fn watches(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -192,7 +200,7 @@ pub(crate) async fn run(
     let error = match end {
         End::Expired => {
             shared.expired.store(true, Ordering::Relaxed);
-            let _ = shared.events.send(StateEvent::Expired);
+            shared.emit(StateEvent::Expired);
             Error::SessionExpired(shared.session.session_id)
         }
         End::Closed | End::Dropped => Error::Closed,
@@ -215,6 +223,7 @@ async fn drive(
     let mut queue: VecDeque<Call> = VecDeque::new();
     let mut last_heard = Instant::now();
     let mut failures = 0usize;
+    let mut watched_through;
     loop {
         // Connect: try the nodes in turn until one resumes the session.
         let conn = loop {
@@ -231,6 +240,9 @@ async fn drive(
                 }
             }
             let idx = shared.current.load(Ordering::Relaxed) % clients.len();
+            // Events up to here were delivered; the resume reply moves
+            // last_zxid past changes whose events this node must replay.
+            watched_through = shared.last_zxid.load(Ordering::Relaxed);
             let attempt = options.connect_timeout.min(t / 3).max(Duration::from_millis(200));
             match open(&clients[idx], shared, attempt).await {
                 Ok(conn) => break conn,
@@ -259,7 +271,7 @@ async fn drive(
         failures = 0;
         last_heard = Instant::now();
         shared.set_state(SessionState::Connected);
-        match serve(shared, conn, calls, &mut queue, &mut last_heard).await {
+        match serve(shared, conn, calls, &mut queue, &mut last_heard, watched_through).await {
             Some(end) => return end,
             None => {
                 shared.set_state(SessionState::NotConnected);
@@ -277,6 +289,7 @@ async fn serve(
     calls: &mut mpsc::Receiver<Call>,
     queue: &mut VecDeque<Call>,
     last_heard: &mut Instant,
+    watched_through: u64,
 ) -> Option<End> {
     let t = shared.session.timeout;
     let read_timeout = t * 2 / 3;
@@ -302,9 +315,7 @@ async fn serve(
 
     // Watches first, so the node fires what changed while we were away
     // before anything else happens on this connection.
-    let set_watches = shared
-        .watches()
-        .set_watches(shared.last_zxid.load(Ordering::Relaxed));
+    let set_watches = shared.watches().set_watches(watched_through);
     if let Some(req) = set_watches {
         send(Req::SetWatches(req), Pending::Internal, &mut conn, &mut pending);
     }

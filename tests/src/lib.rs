@@ -233,6 +233,36 @@ impl Cluster {
         }
     }
 
+    /// Stops node `id` (SIGSTOP): it holds its connections but answers nothing.
+    pub fn pause(&self, id: u64) {
+        self.signal(id, "-STOP");
+    }
+
+    /// Lets a paused node run again (SIGCONT).
+    pub fn resume(&self, id: u64) {
+        self.signal(id, "-CONT");
+    }
+
+    fn signal(&self, id: u64, sig: &str) {
+        if let Some(child) = &self.node(id).child {
+            let status = Command::new("kill")
+                .arg(sig)
+                .arg(child.id().to_string())
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {sig} node {id}");
+        }
+    }
+
+    /// The id of the node at a client address.
+    pub fn id_of(&self, endpoint: &str) -> u64 {
+        self.nodes
+            .iter()
+            .find(|n| n.client_addr == endpoint)
+            .map(|n| n.id)
+            .expect("endpoint of this cluster")
+    }
+
     /// Whether node `id` runs.
     pub fn is_running(&self, id: u64) -> bool {
         self.node(id).child.is_some()
@@ -414,4 +444,79 @@ where
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A CLI process whose stdout lines are collected with their arrival times.
+pub struct CliProc {
+    child: Child,
+    lines: std::sync::Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl CliProc {
+    /// Starts `ensemble-test-cli` with these arguments.
+    pub fn spawn(args: &[&str]) -> CliProc {
+        let mut child = Command::new(bin("ensemble-test-cli"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn cli");
+        let stdout = child.stdout.take().expect("cli stdout");
+        let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((Instant::now(), line));
+            }
+        });
+        CliProc { child, lines }
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<(Instant, String)> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The first line starting with `prefix`, if printed yet.
+    pub fn line_starting(&self, prefix: &str) -> Option<(Instant, String)> {
+        self.lines().into_iter().find(|(_, l)| l.starts_with(prefix))
+    }
+
+    /// `kill -9` the process.
+    pub fn kill(&mut self) -> Instant {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Instant::now()
+    }
+}
+
+impl Drop for CliProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `ensemble-test-cli` to completion with `stdin`; returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(bin("ensemble-test-cli"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cli");
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes()).expect("write cli stdin");
+    }
+    let out = child.wait_with_output().expect("cli output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -95,8 +95,10 @@ pub async fn run(
             match e {
                 SessionEvent::Touched(list) => {
                     for (id, timeout_ms) in list {
+                        // A session replayed after a restart keeps its saved note.
+                        let heard = node.shared.note_of(id).unwrap_or(now);
                         lead.tracker
-                            .add(id, Duration::from_millis(timeout_ms as u64), now);
+                            .add(id, Duration::from_millis(timeout_ms as u64), heard);
                     }
                 }
                 SessionEvent::Removed(ids) => {

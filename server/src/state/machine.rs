@@ -268,7 +268,13 @@ impl ZState {
                 Ok(out)
             }
             Op::Set { path, data, version } => {
-                self.tree.set(zxid, time_ms, path, data.clone(), *version, undo)
+                let out = self.tree.set(zxid, time_ms, path, data.clone(), *version, undo)?;
+                changes.push(Change {
+                    zxid,
+                    path: path.clone(),
+                    kind: ChangeKind::DataChanged,
+                });
+                Ok(out)
             }
             Op::Delete { path, version } => {
                 let owner = self.tree.delete(zxid, path, *version, undo)?;
@@ -446,6 +452,73 @@ mod tests {
             names,
             vec!["n0000000000"],
             "the ephemeral one went with the session"
+        );
+    }
+}
+
+#[cfg(test)]
+mod change_tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    #[test]
+    fn every_op_reports_its_changes() {
+        let mut s = ZState::default();
+        let mut fx = Effects::default();
+        let e = |index: u64, commands: Vec<Command>| crate::raft::Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Batch { time_ms: 0, commands }),
+        };
+        s.apply_entry(
+            &e(
+                1,
+                vec![Command::CreateSession {
+                    secret: vec![],
+                    timeout_ms: 1000,
+                }],
+            ),
+            &mut fx,
+        );
+        let sid = 1 << SESSION_ID_SHIFT;
+        let txn = |ops| Command::Txn {
+            session_id: sid,
+            ops,
+            multi: false,
+        };
+        s.apply_entry(
+            &e(
+                2,
+                vec![
+                    txn(vec![Op::Create {
+                        path: "/a".into(),
+                        data: vec![],
+                        ephemeral: true,
+                        sequential: false,
+                    }]),
+                    txn(vec![Op::Set {
+                        path: "/a".into(),
+                        data: vec![1],
+                        version: -1,
+                    }]),
+                    txn(vec![Op::Delete {
+                        path: "/a".into(),
+                        version: -1,
+                    }]),
+                ],
+            ),
+            &mut fx,
+        );
+        let kinds: Vec<(ChangeKind, &str)> = fx.changes.iter().map(|c| (c.kind, c.path.as_str())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (ChangeKind::Created, "/a"),
+                (ChangeKind::ChildrenChanged, "/"),
+                (ChangeKind::DataChanged, "/a"),
+                (ChangeKind::Deleted, "/a"),
+                (ChangeKind::ChildrenChanged, "/"),
+            ]
         );
     }
 }

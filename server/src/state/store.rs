@@ -101,6 +101,15 @@ impl Shared {
         }
     }
 
+    /// When this node applied one session's latest heartbeat or create.
+    pub fn note_of(&self, session_id: u64) -> Option<Instant> {
+        self.notes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&session_id)
+            .copied()
+    }
+
     /// When this node applied each session's latest heartbeat or create.
     pub fn notes(&self) -> HashMap<u64, Instant> {
         self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
