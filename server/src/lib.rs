@@ -35,6 +35,10 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std
     use clap::Parser;
     use std::process::ExitCode;
 
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|a| a == "healthcheck") {
+        return healthcheck(&args[1..]);
+    }
     let args = match config::Args::try_parse_from(args) {
         Ok(a) => a,
         Err(e) => {
@@ -76,6 +80,42 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std
         }
         Err(e) => {
             eprintln!("ensemble-server: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `ensemble-server healthcheck [--addr A] [--ready]`: 0 healthy, 1 not, 2 bad usage.
+fn healthcheck(args: &[std::ffi::OsString]) -> std::process::ExitCode {
+    use clap::Parser;
+    use std::process::ExitCode;
+
+    let args = match admin::health::HealthArgs::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("healthcheck: can not start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(admin::health::check(&args)) {
+        Ok(summary) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("healthcheck: {why}");
             ExitCode::from(1)
         }
     }

@@ -56,6 +56,8 @@ pub struct Node {
     pub activity: Activity,
     /// The watches of the clients whose session streams this node holds.
     pub watches: Arc<crate::api::watches::WatchHub>,
+    /// The newest commit index this node knows of.
+    pub committed: Arc<std::sync::atomic::AtomicU64>,
     /// Touches other nodes reported, for the tick loop.
     pub reported: mpsc::UnboundedSender<ReportedTouches>,
     last_leader_contact: Mutex<Option<Instant>>,
@@ -219,6 +221,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                 source,
             })?;
 
+    let committed = log_store.committed_index();
     let peers = Peers::default();
     let network = Network { peers: peers.clone() };
     let raft = Raft::new(config.id, raft_config, network, log_store, sm)
@@ -240,6 +243,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         proposer,
         activity: Activity::default(),
         watches,
+        committed,
         reported: reported_tx,
         last_leader_contact: Mutex::new(None),
         shutting_down: AtomicBool::new(false),

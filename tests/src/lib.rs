@@ -520,3 +520,4 @@ pub fn run_cli(args: &[&str], stdin: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+pub mod fault;

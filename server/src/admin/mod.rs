@@ -1,4 +1,7 @@
-//! Operator-facing views of a node: its role, log position and load.
+//! Operator-facing views of a node: its role, log position and load, and
+//! the `healthcheck` command that containers run.
+
+pub mod health;
 
 use ensemble_proto::v1 as pb;
 use openraft::ServerState;
@@ -26,6 +29,8 @@ pub fn status(node: &Node, with_digest: bool) -> pb::StatusResponse {
         })
         .collect();
     let state = node.shared.read();
+    let commit_index = node.committed.load(std::sync::atomic::Ordering::Relaxed);
+    let ready = node.in_quorum() && state.zxid() >= commit_index;
     pb::StatusResponse {
         node_id: node.id,
         role: role.to_string(),
@@ -40,5 +45,7 @@ pub fn status(node: &Node, with_digest: bool) -> pb::StatusResponse {
         snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
         purged_index: m.purged.map(|l| l.index).unwrap_or(0),
         digest: if with_digest { state.digest() } else { 0 },
+        commit_index,
+        ready,
     }
 }

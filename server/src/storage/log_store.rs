@@ -25,6 +25,8 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    /// The newest commit index openraft has told us, for status and readiness.
+    committed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn encode<T: Serialize>(v: &T, subject: ErrorSubject<NodeId>) -> Result<Vec<u8>, StorageError> {
@@ -40,7 +42,17 @@ impl LogStore {
     pub fn new(db: sled::Db) -> Result<Self, sled::Error> {
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
-        Ok(LogStore { db, log, meta })
+        Ok(LogStore {
+            db,
+            log,
+            meta,
+            committed: Default::default(),
+        })
+    }
+
+    /// The newest commit index known (shared with every clone).
+    pub fn committed_index(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.committed.clone()
     }
 
     async fn flush(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
@@ -158,6 +170,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError> {
+        if let Some(c) = committed {
+            self.committed
+                .fetch_max(c.index, std::sync::atomic::Ordering::Relaxed);
+        }
         // Not flushed: a lost commit index is only re-learned from the leader.
         self.write_meta(COMMITTED, &committed, ErrorSubject::Store)
     }

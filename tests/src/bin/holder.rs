@@ -1,11 +1,13 @@
 //! A client process for tests: opens a session, creates an ephemeral znode,
-//! prints `READY <session id> <secret hex> <zxid>` and heartbeats until it is killed.
+//! prints `READY <session id> <secret hex> <zxid>` and heartbeats until it is
+//! killed. If its session expires it prints `EXPIRED` and exits 3.
 //!
 //! Usage: ensemble-test-holder ENDPOINTS TIMEOUT_MS PATH
 
+use std::io::Write;
 use std::time::Duration;
 
-use ensemble_client::{Client, CreateMode, Options};
+use ensemble_client::{Client, CreateMode, Options, StateEvent};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -19,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
         ..Options::default()
     };
     let client = Client::connect(&endpoints, options).await?;
+    let mut events = client.state_events();
     client
         .create(path, b"held".to_vec(), CreateMode::Ephemeral)
         .await?;
@@ -29,7 +32,15 @@ async fn main() -> anyhow::Result<()> {
         .map(|b| format!("{b:02x}"))
         .collect();
     println!("READY {} {} {}", client.session_id(), secret, client.last_zxid());
+    std::io::stdout().flush()?;
     loop {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        match events.recv().await {
+            Ok(StateEvent::Expired) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                println!("EXPIRED");
+                std::io::stdout().flush()?;
+                std::process::exit(3);
+            }
+            _ => {}
+        }
     }
 }

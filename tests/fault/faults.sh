@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Fault tools for the containerized cluster (docker-compose.yml). Source it;
+# every function takes a node number 1..3. Nothing needs tools inside the
+# image: signals and docker act from the host, and iptables / tc run in the
+# container's network namespace through nsenter.
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-ensemble}
+ENDPOINTS=127.0.0.1:12181,127.0.0.1:12182,127.0.0.1:12183
+CLI="$root/target/release/ensemble"
+
+container() { docker ps -a --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" --filter "label=com.docker.compose.service=ensemble$1" --format '{{.Names}}' | head -1; }
+pid_of() { docker inspect -f '{{.State.Pid}}' "$(container "$1")"; }
+ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$(container "$1")"; }
+network() { docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}' "$(container "$1")"; }
+in_ns() { local n=$1; shift; nsenter -t "$(pid_of "$n")" -n "$@"; }
+
+# The node that leads now (empty if none answers as leader).
+leader() { "$CLI" --endpoints "$ENDPOINTS" cluster status 2>/dev/null | awk '$4 == "leader" { print $2 }' | head -1; }
+follower() { local l; l=$(leader); for n in 1 2 3; do [ "$n" != "$l" ] && { echo "$n"; return; }; done; }
+wait_leader() {
+  local deadline=$((SECONDS + ${1:-30})) l
+  while [ $SECONDS -lt $deadline ]; do l=$(leader); [ -n "$l" ] && { echo "$l"; return 0; }; sleep 0.2; done
+  return 1
+}
+
+# kill -9 the node's process; the restart policy brings the container back.
+crash() { kill -9 "$(pid_of "$1")"; }
+# kill -9 and keep it down until `start`.
+stop_hard() { docker kill -s KILL "$(container "$1")" >/dev/null; }
+start() { docker start "$(container "$1")" >/dev/null; }
+pause() { docker pause "$(container "$1")" >/dev/null; }
+unpause() { docker unpause "$(container "$1")" >/dev/null; }
+restart() { docker restart -t 5 "$(container "$1")" >/dev/null; }
+
+# Cut the node off its network (peers and clients alike), and back.
+isolate() { docker network disconnect "$(network "$1")" "$(container "$1")"; }
+heal() { docker network connect --alias "ensemble$1" "$2" "$(container "$1")"; }
+
+# One-way cut: node $1 drops everything arriving from node $2.
+cut_from() { in_ns "$1" iptables -A INPUT -s "$(ip_of "$2")" -j DROP; }
+uncut() { in_ns "$1" iptables -F INPUT; }
+
+# Latency and loss on the node's interface.
+netem() { in_ns "$1" tc qdisc replace dev eth0 root netem delay "${2:-50ms}" loss "${3:-5%}"; }
+unnetem() { in_ns "$1" tc qdisc del dev eth0 root 2>/dev/null || true; }
+
+wait_healthy() {
+  local deadline=$((SECONDS + ${1:-90})) n all
+  while [ $SECONDS -lt $deadline ]; do
+    all=yes
+    for n in 1 2 3; do
+      [ "$(docker inspect -f '{{.State.Health.Status}}' "$(container "$n")" 2>/dev/null)" = healthy ] || all=no
+    done
+    [ $all = yes ] && return 0
+    sleep 0.5
+  done
+  return 1
+}

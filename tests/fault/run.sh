@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The fault suite: each scenario starts a fresh three-node cluster in
+# containers, runs the workload (ensemble-fault) while it injects faults,
+# then checks the history. One line per scenario:
+#   PASS name ops=... unavailable_max_ms=... expiry_delay_max_ms=... T_ms=...
+#   FAIL name why
+# Usage: tests/fault/run.sh [--list] [SCENARIO...]   (no scenario: all)
+# Reports and histories: tests/fault/out/ (or $FAULT_OUT).
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+# shellcheck source=faults.sh
+. "$here/faults.sh"
+
+scenarios=(leader-crash follower-crash leader-pause leader-isolated client-node-isolated one-way-cut full-restart rolling-restart loss-latency repeated-leader-kills)
+DURATION=${FAULT_DURATION:-30}
+out=${FAULT_OUT:-$here/out}
+
+if [ "${1:-}" = "--list" ]; then printf '%s\n' "${scenarios[@]}"; exit 0; fi
+selected=("$@")
+[ ${#selected[@]} -eq 0 ] && selected=("${scenarios[@]}")
+for s in "${selected[@]}"; do
+  printf '%s\n' "${scenarios[@]}" | grep -qx "$s" || { echo "unknown scenario '$s'; see --list" >&2; exit 2; }
+done
+
+mkdir -p "$out"
+(cd "$root" && cargo build -q --release --bin ensemble-server --bin ensemble \
+  && cargo build -q -p ensemble-tests --bin ensemble-fault --bin ensemble-test-holder) || { echo "build failed" >&2; exit 2; }
+"$root/deploy/cluster" down --volumes >/dev/null 2>&1 || true
+"$root/deploy/cluster" up >/dev/null || { echo "FAIL setup the cluster did not come up"; exit 1; }
+FAULT="$root/target/debug/ensemble-fault"
+
+fresh_cluster() {
+  "$root/deploy/cluster" down --volumes >/dev/null 2>&1
+  (cd "$root" && compose_up) >/dev/null 2>&1
+  wait_healthy 90 && wait_leader 30 >/dev/null
+}
+compose_up() {
+  if docker compose version >/dev/null 2>&1; then docker compose up -d; else docker-compose up -d; fi
+}
+
+# The faults of each scenario, run while the workload runs.
+fault() {
+  local s=$1 l f net
+  sleep 5
+  case "$s" in
+    leader-crash) crash "$(leader)" ;;
+    follower-crash) crash "$(follower)" ;;
+    leader-pause) l=$(leader); pause "$l"; sleep 5; unpause "$l" ;;
+    leader-isolated) l=$(leader); net=$(network "$l"); isolate "$l"; sleep 8; heal "$l" "$net" ;;
+    client-node-isolated) f=$(follower); net=$(network "$f"); isolate "$f"; sleep 8; heal "$f" "$net" ;;
+    one-way-cut) l=$(leader); f=$(follower); cut_from "$f" "$l"; sleep 8; uncut "$f" ;;
+    full-restart) for n in 1 2 3; do crash "$n"; done ;;
+    rolling-restart) for n in 1 2 3; do restart "$n"; wait_healthy 60; done ;;
+    loss-latency) for n in 1 2 3; do netem "$n" 50ms 5%; done; sleep $((DURATION - 10)); for n in 1 2 3; do unnetem "$n"; done ;;
+    repeated-leader-kills)
+      local end=$((SECONDS + 30))
+      while [ $SECONDS -lt $end ]; do l=$(wait_leader 10) && crash "$l"; sleep 2; done ;;
+  esac
+}
+
+failed=0
+for s in "${selected[@]}"; do
+  if ! fresh_cluster; then echo "FAIL $s the cluster did not become healthy"; failed=1; continue; fi
+  duration=$DURATION
+  [ "$s" = repeated-leader-kills ] && duration=$((DURATION + 15))
+  "$FAULT" --duration-s "$duration" --history "$out/$s.jsonl" >"$out/$s.out" 2>"$out/$s.err" &
+  wl=$!
+  fault "$s" >>"$out/$s.err" 2>&1
+  wait "$wl"; rc=$?
+  summary=$(tail -1 "$out/$s.out")
+  if [ $rc -eq 0 ]; then
+    echo "PASS $s $summary"
+  else
+    echo "FAIL $s $summary; $(grep -m3 '^violation' "$out/$s.err" | tr '\n' ' ')"
+    failed=1
+  fi
+  for n in 1 2 3; do unnetem "$n" >/dev/null 2>&1; in_ns "$n" iptables -F INPUT >/dev/null 2>&1; done
+done
+"$root/deploy/cluster" down --volumes >/dev/null 2>&1
+exit $failed
