@@ -271,7 +271,7 @@ async fn drive(
         failures = 0;
         last_heard = Instant::now();
         shared.set_state(SessionState::Connected);
-        match serve(shared, conn, calls, &mut queue, &mut last_heard, watched_through).await {
+        match serve(shared, clients, conn, calls, &mut queue, &mut last_heard, watched_through).await {
             Some(end) => return end,
             None => {
                 shared.set_state(SessionState::NotConnected);
@@ -282,9 +282,28 @@ async fn drive(
     }
 }
 
+/// Sends a unary heartbeat to every node but the current one, not waiting:
+/// each records that the client is alive, even if it refuses to serve it.
+fn probe_others(shared: &Shared, clients: &[EnsembleClient<Channel>]) {
+    let current = shared.current.load(Ordering::Relaxed) % clients.len();
+    debug!("current node silent; probing the others");
+    for (_, c) in clients.iter().enumerate().filter(|(i, _)| *i != current) {
+        let mut c = c.clone();
+        let mut req = tonic::Request::new(pb::HeartbeatRequest {
+            header: Some(shared.header()),
+        });
+        req.set_timeout(shared.session.timeout / 3);
+        tokio::spawn(async move {
+            let _ = c.heartbeat(req).await;
+        });
+    }
+}
+
 /// Serves one connection; `None` when it dropped and another node should be tried.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     shared: &Arc<Shared>,
+    clients: &[EnsembleClient<Channel>],
     mut conn: Conn,
     calls: &mut mpsc::Receiver<Call>,
     queue: &mut VecDeque<Call>,
@@ -293,6 +312,7 @@ async fn serve(
 ) -> Option<End> {
     let t = shared.session.timeout;
     let read_timeout = t * 2 / 3;
+    let mut probed_at: Option<Instant> = None;
     let mut pending: HashMap<u64, Pending> = HashMap::new();
     let mut next_xid = 1u64;
 
@@ -329,7 +349,16 @@ async fn serve(
     heartbeat.tick().await;
     let outcome: Option<End> = loop {
         let silent_until = *last_heard + read_timeout;
+        // Half a timeout of silence: while still waiting for this node, tell
+        // the others the client is alive. A frozen node (say, a paused
+        // leader) must not cost a live session its deadline.
+        let probe_at = *last_heard + t / 2;
+        let probe_due = probed_at.is_none_or(|p| p < *last_heard);
         tokio::select! {
+            _ = tokio::time::sleep_until(probe_at.into()), if probe_due => {
+                probed_at = Some(Instant::now());
+                probe_others(shared, clients);
+            }
             call = calls.recv() => match call {
                 Some(call) => {
                     let req = call.request.clone();

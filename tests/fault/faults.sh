@@ -41,9 +41,25 @@ heal() { docker network connect --alias "ensemble$1" "$2" "$(container "$1")"; }
 cut_from() { in_ns "$1" iptables -A INPUT -s "$(ip_of "$2")" -j DROP; }
 uncut() { in_ns "$1" iptables -F INPUT; }
 
-# Latency and loss on the node's interface.
-netem() { in_ns "$1" tc qdisc replace dev eth0 root netem delay "${2:-50ms}" loss "${3:-5%}"; }
-unnetem() { in_ns "$1" tc qdisc del dev eth0 root 2>/dev/null || true; }
+# Latency and loss on the node's interface: tc netem where the kernel has
+# it; otherwise (no sch_netem, as on some VM kernels) loss alone, with the
+# iptables statistic match, in both directions. Says which it applied.
+netem() {
+  local n=$1 delay=${2:-50ms} loss=${3:-5}
+  if in_ns "$n" tc qdisc replace dev eth0 root netem delay "$delay" loss "${loss}%" 2>/dev/null; then
+    echo "node $n: netem delay $delay loss ${loss}%"
+  else
+    local p; p=$(awk -v l="$loss" 'BEGIN { printf "%.4f", l / 100 }')
+    in_ns "$n" iptables -A INPUT -m statistic --mode random --probability "$p" -j DROP
+    in_ns "$n" iptables -A OUTPUT -m statistic --mode random --probability "$p" -j DROP
+    echo "node $n: no netem in this kernel; loss ${loss}% each way (iptables), no added latency"
+  fi
+}
+unnetem() {
+  in_ns "$1" tc qdisc del dev eth0 root 2>/dev/null || true
+  in_ns "$1" iptables -F INPUT 2>/dev/null || true
+  in_ns "$1" iptables -F OUTPUT 2>/dev/null || true
+}
 
 wait_healthy() {
   local deadline=$((SECONDS + ${1:-90})) n all

@@ -27,6 +27,9 @@ pub type ReportedTouches = Vec<(u64, Instant)>;
 struct Leading {
     term: u64,
     tracker: ExpiryTracker,
+    /// When this node took over; expiry waits a few ticks after it, so the
+    /// followers' reports of their clients' activity arrive first.
+    since: Instant,
 }
 
 /// Runs the tick loop until the node shuts down.
@@ -88,7 +91,11 @@ pub async fn run(
             _ => {
                 info!(term, "leader: seeding session deadlines from apply-time notes");
                 let tracker = seed_tracker(&node, tick).await;
-                leading.insert(Leading { term, tracker })
+                leading.insert(Leading {
+                    term,
+                    tracker,
+                    since: Instant::now(),
+                })
             }
         };
         for e in evs {
@@ -126,6 +133,9 @@ pub async fn run(
                     session_ids: heartbeats,
                 },
             );
+        }
+        if lead.since.elapsed() < tick * 3 {
+            continue;
         }
         let expired = lead.tracker.expired(now, retry);
         if !expired.is_empty() {
