@@ -271,7 +271,17 @@ async fn drive(
         failures = 0;
         last_heard = Instant::now();
         shared.set_state(SessionState::Connected);
-        match serve(shared, clients, conn, calls, &mut queue, &mut last_heard, watched_through).await {
+        match serve(
+            shared,
+            clients,
+            conn,
+            calls,
+            &mut queue,
+            &mut last_heard,
+            watched_through,
+        )
+        .await
+        {
             Some(end) => return end,
             None => {
                 shared.set_state(SessionState::NotConnected);
@@ -438,6 +448,7 @@ fn handle(shared: &Shared, msg: pb::SessionResponse, pending: &mut HashMap<u64, 
     let entry = pending.remove(&msg.xid);
     let result = match resp {
         Resp::Error(e) => {
+            let not_applied = e.not_applied;
             let err = error_of(e);
             if err.code() == pb::ErrorCode::SessionExpired {
                 if let Some(Pending::Api(call)) = entry {
@@ -457,9 +468,10 @@ fn handle(shared: &Shared, msg: pb::SessionResponse, pending: &mut HashMap<u64, 
                 return Handled::Reconnect;
             }
             if err.code() == pb::ErrorCode::ConnectionLoss {
-                // Refused before proposing (cut-off node): retry elsewhere if it was a read.
+                // A cut-off node refused before proposing: send it again
+                // elsewhere (a write too, if the node says nothing was applied).
                 if let Some(Pending::Api(call)) = entry {
-                    if call.idempotent {
+                    if call.idempotent || not_applied {
                         pending.insert(msg.xid, Pending::Api(call));
                         return Handled::Reconnect;
                     }

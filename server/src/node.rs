@@ -88,10 +88,12 @@ impl Node {
     }
 
     /// Whether this node is in touch with a majority: a leader heard from a
-    /// quorum, or a follower heard from a leader, within the longest election
-    /// timeout. A cut-off node refuses sessions so its clients move on.
+    /// quorum, or a follower heard from a leader, within four Raft heartbeat
+    /// intervals. A cut-off node refuses sessions so its clients move on at
+    /// once: what it would acknowledge it could not pass to the leader, and
+    /// every second it keeps a client eats into that session's deadline.
     pub fn in_quorum(&self) -> bool {
-        let limit = self.config.election_timeout_max;
+        let limit = self.config.heartbeat * 4;
         let m = self.raft.metrics();
         let m = m.borrow();
         if m.state == ServerState::Leader {

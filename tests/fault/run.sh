@@ -65,7 +65,8 @@ for s in "${selected[@]}"; do
   if ! fresh_cluster; then echo "FAIL $s the cluster did not become healthy"; failed=1; continue; fi
   duration=$DURATION
   [ "$s" = repeated-leader-kills ] && duration=$((DURATION + 15))
-  "$FAULT" --duration-s "$duration" --history "$out/$s.jsonl" >"$out/$s.out" 2>"$out/$s.err" &
+  rm -rf "$out/$s-holders"
+  ENSEMBLE_HOLDER_LOG_DIR="$out/$s-holders" "$FAULT" --duration-s "$duration" --history "$out/$s.jsonl" >"$out/$s.out" 2>"$out/$s.err" &
   wl=$!
   fault "$s" >>"$out/$s.err" 2>&1
   wait "$wl"; rc=$?
@@ -76,6 +77,7 @@ for s in "${selected[@]}"; do
   else
     echo "FAIL $s $summary; $(grep -m3 '^violation' "$out/$s.err" | tr '\n' ' ')"
     failed=1
+    for n in 1 2 3; do docker logs "$(container "$n")" >"$out/$s.node$n.log" 2>&1; done
   fi
   for n in 1 2 3; do unnetem "$n" >/dev/null 2>&1; done
 done

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub message: String,
     /// For a multi: the first failing op.
     pub op_index: Option<u32>,
+    /// Refused before anything was proposed: safe to retry elsewhere.
+    pub not_applied: bool,
 }
 
 impl ApiError {
@@ -23,6 +25,7 @@ impl ApiError {
             code,
             message: message.into(),
             op_index: None,
+            not_applied: false,
         }
     }
 
@@ -51,6 +54,7 @@ impl From<Failure> for ApiError {
             code: f.code,
             message: f.message,
             op_index: f.op_index,
+            not_applied: false,
         }
     }
 }

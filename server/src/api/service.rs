@@ -85,10 +85,12 @@ impl ClientService {
     }
 
     fn cut_off(&self) -> ApiError {
-        ApiError::connection_loss(format!(
+        let mut e = ApiError::connection_loss(format!(
             "node {} is not in touch with a majority of the cluster; try another node",
             self.node.id
-        ))
+        ));
+        e.not_applied = true;
+        e
     }
 
     fn ensure_in_quorum(&self) -> Result<(), ApiError> {

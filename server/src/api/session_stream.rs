@@ -40,6 +40,7 @@ fn error_reply(e: ApiError) -> Resp {
         code: proto_code(e.code) as i32,
         message: format!("{}: {}", e.code, e.message),
         op_index: e.op_index.map(|i| i as i32).unwrap_or(-1),
+        not_applied: e.not_applied,
     })
 }
 

@@ -1,6 +1,7 @@
 //! A client process for tests: opens a session, creates an ephemeral znode,
 //! prints `READY <session id> <secret hex> <zxid>` and heartbeats until it is
-//! killed. If its session expires it prints `EXPIRED` and exits 3.
+//! killed. If its session expires it prints `EXPIRED` and exits 3. With
+//! `ENSEMBLE_HOLDER_LOG_DIR` set, it also logs its state events there.
 //!
 //! Usage: ensemble-test-holder ENDPOINTS TIMEOUT_MS PATH
 
@@ -22,6 +23,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let client = Client::connect(&endpoints, options).await?;
     let mut events = client.state_events();
+    let mut log = std::env::var_os("ENSEMBLE_HOLDER_LOG_DIR").and_then(|dir| {
+        let name = path.trim_start_matches('/').replace('/', "_");
+        std::fs::create_dir_all(&dir).ok()?;
+        std::fs::File::create(std::path::Path::new(&dir).join(format!("{name}.log"))).ok()
+    });
+    let started = std::time::Instant::now();
     client
         .create(path, b"held".to_vec(), CreateMode::Ephemeral)
         .await?;
@@ -34,7 +41,17 @@ async fn main() -> anyhow::Result<()> {
     println!("READY {} {} {}", client.session_id(), secret, client.last_zxid());
     std::io::stdout().flush()?;
     loop {
-        match events.recv().await {
+        let event = events.recv().await;
+        if let Some(f) = log.as_mut() {
+            let _ = writeln!(
+                f,
+                "{} ms {:?} on {}",
+                started.elapsed().as_millis(),
+                event,
+                client.current_endpoint()
+            );
+        }
+        match event {
             Ok(StateEvent::Expired) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                 println!("EXPIRED");
                 std::io::stdout().flush()?;
