@@ -4,7 +4,9 @@
 # then checks the history. One line per scenario:
 #   PASS name ops=... unavailable_max_ms=... expiry_delay_max_ms=... T_ms=...
 #   FAIL name why
-# Usage: tests/fault/run.sh [--list] [SCENARIO...]   (no scenario: all)
+# Usage: tests/fault/run.sh [--list] [--retry-failed] [SCENARIO...]   (no scenario: all)
+# --retry-failed runs a failed scenario once more and reports FLAKY if the
+# second run passes (CI uses it; a scenario failing twice fails the suite).
 # Reports and histories: tests/fault/out/ (or $FAULT_OUT).
 set -uo pipefail
 
@@ -18,6 +20,8 @@ DURATION=${FAULT_DURATION:-30}
 out=${FAULT_OUT:-$here/out}
 
 if [ "${1:-}" = "--list" ]; then printf '%s\n' "${scenarios[@]}"; exit 0; fi
+retry=no
+if [ "${1:-}" = "--retry-failed" ]; then retry=yes; shift; fi
 selected=("$@")
 [ ${#selected[@]} -eq 0 ] && selected=("${scenarios[@]}")
 for s in "${selected[@]}"; do
@@ -60,26 +64,43 @@ fault() {
   esac
 }
 
-failed=0
-for s in "${selected[@]}"; do
-  if ! fresh_cluster; then echo "FAIL $s the cluster did not become healthy"; failed=1; continue; fi
-  duration=$DURATION
-  [ "$s" = repeated-leader-kills ] && duration=$((DURATION + 15))
+# Runs one scenario; prints its line; returns non-zero if it failed.
+run_one() {
+  local s=$1 duration=$DURATION slack=5000 rc summary
+  if ! fresh_cluster; then echo "FAIL $s the cluster did not become healthy"; return 1; fi
+  if [ "$s" = repeated-leader-kills ]; then
+    # Expiry needs a leader that lives a few ticks; during the storm none
+    # may. The check here is that live sessions survive it, and that the
+    # dead ones go once it is over.
+    duration=$((DURATION + 15)); slack=35000
+  fi
   rm -rf "$out/$s-holders"
-  ENSEMBLE_HOLDER_LOG_DIR="$out/$s-holders" "$FAULT" --duration-s "$duration" --history "$out/$s.jsonl" >"$out/$s.out" 2>"$out/$s.err" &
-  wl=$!
+  ENSEMBLE_HOLDER_LOG_DIR="$out/$s-holders" "$FAULT" --duration-s "$duration" --expiry-slack-ms "$slack" \
+    --history "$out/$s.jsonl" >"$out/$s.out" 2>"$out/$s.err" &
+  local wl=$!
   fault "$s" >>"$out/$s.err" 2>&1
   wait "$wl"; rc=$?
   summary=$(tail -1 "$out/$s.out")
   if [ "$s" = loss-latency ] && grep -q 'no netem' "$out/$s.err"; then summary="$summary (loss only: no netem in this kernel)"; fi
+  for n in 1 2 3; do unnetem "$n" >/dev/null 2>&1; done
   if [ $rc -eq 0 ]; then
     echo "PASS $s $summary"
-  else
-    echo "FAIL $s $summary; $(grep -m3 '^violation' "$out/$s.err" | tr '\n' ' ')"
-    failed=1
-    for n in 1 2 3; do docker logs "$(container "$n")" >"$out/$s.node$n.log" 2>&1; done
+    return 0
   fi
-  for n in 1 2 3; do unnetem "$n" >/dev/null 2>&1; done
+  echo "FAIL $s $summary; $(grep -m3 '^violation' "$out/$s.err" | tr '\n' ' ')"
+  for n in 1 2 3; do docker logs "$(container "$n")" >"$out/$s.node$n.log" 2>&1; done
+  return 1
+}
+
+failed=0
+for s in "${selected[@]}"; do
+  if ! run_one "$s"; then
+    if [ $retry = yes ] && run_one "$s" | sed 's/^PASS /FLAKY (passed on retry) /' | tee /dev/stderr | grep -q '^FLAKY'; then
+      :
+    else
+      failed=1
+    fi
+  fi
 done
 "$root/deploy/cluster" down --volumes >/dev/null 2>&1
 exit $failed

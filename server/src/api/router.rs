@@ -72,7 +72,21 @@ impl Node {
         let payload = encode(&vec![command]).map_err(|e| ProposeError::Unknown(e.to_string()))?;
         let mut request = tonic::Request::new(payload);
         request.set_timeout(WRITE_DEADLINE);
-        let reply = match client.forward(request).await {
+        // If another leader takes over meanwhile, stop waiting: the old one
+        // may be frozen, and the answer would only come at the deadline.
+        let mut metrics = self.raft.metrics();
+        let leader_changed = async move {
+            let _ = metrics.wait_for(|m| m.current_leader != Some(leader)).await;
+        };
+        let sent = tokio::select! {
+            r = client.forward(request) => r,
+            _ = leader_changed => {
+                return Err(ProposeError::Unknown(format!(
+                    "leader {leader} was replaced while the write was in flight"
+                )))
+            }
+        };
+        let reply = match sent {
             Ok(r) => r.into_inner(),
             Err(status) if is_not_sent(&status) => return Err(ProposeError::NotLeader(None)),
             Err(status) => {
