@@ -47,6 +47,31 @@ impl Lock {
     }
 }
 
+impl Lock {
+    /// Waits at most `timeout` for the lock; `None` if it did not come, in
+    /// which case this client has left the line again (dropping an
+    /// `acquire` future instead would leave its place behind, blocking
+    /// everyone after it until the session ends).
+    pub async fn acquire_within(&self, timeout: std::time::Duration) -> Result<Option<LockGuard>> {
+        let ticket = Ticket::join(&self.client, &self.path, vec![]).await?;
+        match tokio::time::timeout(timeout, ticket.wait_first(&self.client)).await {
+            Ok(Ok(token)) => Ok(Some(LockGuard {
+                client: self.client.clone(),
+                ticket,
+                token,
+            })),
+            Ok(Err(e)) => {
+                let _ = ticket.leave(&self.client).await;
+                Err(e)
+            }
+            Err(_) => {
+                ticket.leave(&self.client).await?;
+                Ok(None)
+            }
+        }
+    }
+}
+
 impl LockGuard {
     /// The fencing token: larger than every earlier holder's.
     pub fn token(&self) -> u64 {

@@ -210,15 +210,24 @@ async fn client_task(
             }
         } else {
             rec.op = Op::Lock { name: "l".into() };
-            match tokio::time::timeout(Duration::from_secs(10), lock.acquire()).await {
-                Ok(Ok(guard)) => {
+            match lock.acquire_within(Duration::from_secs(10)).await {
+                Ok(Some(guard)) => {
                     rec.invoke_ms = clock.ms();
                     rec.token = Some(guard.token());
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     rec.complete_ms = clock.ms();
+                    let node = guard.node().to_string();
                     if guard.release().await.is_err() {
-                        // The holding may outlive this record until the session ends.
+                        // Not released for sure: keep trying, or everyone
+                        // after us waits until our session ends.
                         rec.status = Status::Unknown;
+                        for _ in 0..20 {
+                            match client.delete(&node, -1).await {
+                                Ok(()) => break,
+                                Err(e) if e.code() == ErrorCode::NoNode => break,
+                                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                            }
+                        }
                     }
                 }
                 _ => rec.status = Status::Fail,
