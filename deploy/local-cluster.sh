@@ -40,7 +40,12 @@ start_node() {
   "$bin/ensemble-server" --id "$n" --peers "$peers" --data-dir "$dir/node$n" \
     >>"$dir/node$n.log" 2>&1 &
   echo $! >"$dir/node$n.pid"
-  echo "node $n started (pid $!, client $(client_addr "$n"), log $dir/node$n.log)"
+  sleep 0.3
+  if ! alive "$n"; then
+    tail -3 "$dir/node$n.log" >&2
+    die "node $n exited at once (is its port taken by another cluster?)"
+  fi
+  echo "node $n started (pid $(pid_of "$n"), client $(client_addr "$n"), log $dir/node$n.log)"
 }
 
 role_of() {
