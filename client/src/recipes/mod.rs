@@ -60,16 +60,48 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
-    /// Joins the queue under `dir` with `data`.
+    /// Joins the queue under `dir` with `data`. The name carries a random
+    /// tag, so if the create's outcome is unknown (connection lost) the
+    /// ticket is found again instead of being left behind in the line,
+    /// where it would block everyone after it until the session ends
+    /// (ZooKeeper's "protected" create).
     pub async fn join(client: &Client, dir: &str, data: Vec<u8>) -> Result<Ticket> {
         ensure_path(client, dir).await?;
-        let node = client
-            .create(&format!("{dir}/n-"), data, CreateMode::EphemeralSequential)
-            .await?;
-        Ok(Ticket {
-            dir: dir.to_string(),
-            node,
-        })
+        let tag = format!("{:016x}", rand::random::<u64>());
+        let mut last = None;
+        for _ in 0..5 {
+            match client
+                .create(
+                    &format!("{dir}/n-{tag}-"),
+                    data.clone(),
+                    CreateMode::EphemeralSequential,
+                )
+                .await
+            {
+                Ok(node) => {
+                    return Ok(Ticket {
+                        dir: dir.to_string(),
+                        node,
+                    })
+                }
+                Err(e) if matches!(e.code(), ErrorCode::ConnectionLoss | ErrorCode::OperationTimeout) => {
+                    // After a sync through the current leader, a create that
+                    // will ever commit has committed: look for it.
+                    let _ = client.sync(dir).await;
+                    if let Ok((children, _)) = client.children(dir).await {
+                        if let Some(mine) = children.iter().find(|c| c.contains(&tag)) {
+                            return Ok(Ticket {
+                                dir: dir.to_string(),
+                                node: format!("{dir}/{mine}"),
+                            });
+                        }
+                    }
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::ConnectionLoss("could not join the line".into())))
     }
 
     fn name(&self) -> &str {
