@@ -223,6 +223,7 @@ async fn drive(
     let mut queue: VecDeque<Call> = VecDeque::new();
     let mut last_heard = Instant::now();
     let mut failures = 0usize;
+    let mut last_probe: Option<Instant> = None;
     let mut watched_through;
     loop {
         // Connect: try the nodes in turn until one resumes the session.
@@ -249,6 +250,11 @@ async fn drive(
                 Err(e) if e.code() == pb::ErrorCode::SessionExpired => return End::Expired,
                 Err(e) => {
                     debug!(endpoint = %shared.endpoints[idx], %e, "could not resume the session");
+                    // Still looking for a node: let every node hear that we live.
+                    if last_probe.is_none_or(|p: Instant| p.elapsed() >= t / 4) {
+                        last_probe = Some(Instant::now());
+                        probe_others(shared, clients, None);
+                    }
                     shared.current.store(idx + 1, Ordering::Relaxed);
                     failures += 1;
                     if failures.is_multiple_of(clients.len()) {
@@ -292,12 +298,11 @@ async fn drive(
     }
 }
 
-/// Sends a unary heartbeat to every node but the current one, not waiting:
-/// each records that the client is alive, even if it refuses to serve it.
-fn probe_others(shared: &Shared, clients: &[EnsembleClient<Channel>]) {
-    let current = shared.current.load(Ordering::Relaxed) % clients.len();
-    debug!("current node silent; probing the others");
-    for (_, c) in clients.iter().enumerate().filter(|(i, _)| *i != current) {
+/// Sends a unary heartbeat to every node but `skip`, not waiting: each
+/// records that the client is alive, even if it refuses to serve it.
+fn probe_others(shared: &Shared, clients: &[EnsembleClient<Channel>], skip: Option<usize>) {
+    debug!("probing the other nodes");
+    for (_, c) in clients.iter().enumerate().filter(|(i, _)| Some(*i) != skip) {
         let mut c = c.clone();
         let mut req = tonic::Request::new(pb::HeartbeatRequest {
             header: Some(shared.header()),
@@ -367,7 +372,8 @@ async fn serve(
         tokio::select! {
             _ = tokio::time::sleep_until(probe_at.into()), if probe_due => {
                 probed_at = Some(Instant::now());
-                probe_others(shared, clients);
+                let current = shared.current.load(Ordering::Relaxed) % clients.len();
+                probe_others(shared, clients, Some(current));
             }
             call = calls.recv() => match call {
                 Some(call) => {

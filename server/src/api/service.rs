@@ -66,10 +66,11 @@ impl ClientService {
     pub(super) async fn admit(&self, header: Option<&pb::RequestHeader>) -> Result<u64, ApiError> {
         let h = header_session(header)?;
         Span::current().record("session", field::display(format_args!("0x{:x}", h.session_id)));
+        // Any contact counts at once, before any waiting or refusing.
+        if self.node.shared.read().sessions.contains(h.session_id) {
+            self.node.activity.touch(h.session_id);
+        }
         if !self.node.in_quorum() {
-            if self.node.shared.read().sessions.contains(h.session_id) {
-                self.node.activity.touch(h.session_id);
-            }
             return Err(self.cut_off());
         }
         self.node
