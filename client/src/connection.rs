@@ -263,12 +263,12 @@ async fn drive(
                         tokio::pin!(pause);
                         loop {
                             tokio::select! {
-                                _ = &mut pause => break,
-                                call = calls.recv() => match call {
-                                    Some(c) => queue.push_back(c),
-                                    None => return End::Dropped,
-                                },
-                            }
+                                            _ = &mut pause => break,
+                            call = calls.recv() => match call {
+                                                Some(c) => queue.push_back(c),
+                                                None => return End::Dropped,
+                                            },
+                                        }
                         }
                     }
                 }
@@ -362,7 +362,19 @@ async fn serve(
     let mut heartbeat = tokio::time::interval(t / 3);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
+    // Set when this node refused to serve us: no new requests go out, and
+    // we wait briefly for the replies to those in flight (a cut-off node
+    // refuses them as "not applied", so they can go elsewhere, rather than
+    // end with an unknown outcome).
+    let mut draining: Option<Instant> = None;
     let outcome: Option<End> = loop {
+        if let Some(until) = draining {
+            let api_pending = pending.values().any(|p| matches!(p, Pending::Api(_)));
+            if !api_pending || Instant::now() >= until {
+                break None;
+            }
+        }
+        let drain_until = draining.unwrap_or_else(|| Instant::now() + t);
         let silent_until = *last_heard + read_timeout;
         // Half a timeout of silence: while still waiting for this node, tell
         // the others the client is alive. A frozen node (say, a paused
@@ -375,7 +387,8 @@ async fn serve(
                 let current = shared.current.load(Ordering::Relaxed) % clients.len();
                 probe_others(shared, clients, Some(current));
             }
-            call = calls.recv() => match call {
+            _ = tokio::time::sleep_until(drain_until.into()), if draining.is_some() => break None,
+            call = calls.recv(), if draining.is_none() => match call {
                 Some(call) => {
                     let req = call.request.clone();
                     if !send(req, Pending::Api(call), &mut conn, &mut pending) {
@@ -391,7 +404,9 @@ async fn serve(
                         Handled::Continue => {}
                         Handled::Expired => break Some(End::Expired),
                         Handled::Closed => break Some(End::Closed),
-                        Handled::Reconnect => break None,
+                        Handled::Reconnect => {
+                            draining = Some(Instant::now() + (t / 6).min(Duration::from_millis(500)));
+                        }
                     }
                 }
                 _ => break None,

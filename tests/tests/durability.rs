@@ -165,18 +165,8 @@ async fn a_stopped_follower_catches_up_by_snapshot() {
     );
 
     // No writes in flight: every node holds the same tree.
-    let digests: Vec<(u64, u64, u64)> = {
-        let mut v = Vec::new();
-        for id in 1..=3 {
-            let s = cluster.digest(id).await.unwrap();
-            v.push((id, s.applied_index, s.digest));
-        }
-        v
-    };
-    assert!(
-        digests.iter().all(|d| d.1 == digests[0].1 && d.2 == digests[0].2),
-        "{digests:?}"
-    );
+    let problems = ensemble_tests::fault::workload::converged(&cluster.endpoints()).await;
+    assert!(problems.is_empty(), "{problems:?}");
     let on_follower = cluster.client_on(&[follower], T).await;
     assert_eq!(on_follower.children("/bulk").await.unwrap().0.len(), 10_000);
 }

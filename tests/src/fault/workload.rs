@@ -490,8 +490,10 @@ pub async fn run(cfg: Config) -> Result<Report, Error> {
     Ok(report)
 }
 
-/// Every node at the same applied index has the same state digest.
-async fn converged(endpoints: &[String]) -> Vec<String> {
+/// Every node at the same applied index has the same state digest: polls
+/// until all nodes report one applied index, then compares their digests.
+/// Returns the problems found (none: converged).
+pub async fn converged(endpoints: &[String]) -> Vec<String> {
     use ensemble_client::client::node_status_with;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
