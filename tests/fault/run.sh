@@ -7,6 +7,8 @@
 # Usage: tests/fault/run.sh [--list] [--retry-failed] [SCENARIO...]   (no scenario: all)
 # --retry-failed runs a failed scenario once more and reports FLAKY if the
 # second run passes (CI uses it; a scenario failing twice fails the suite).
+# A scenario listed in known_failing that fails twice is reported XFAIL and
+# does not fail the suite: it names an open bug (see docs/faults.md).
 # Reports and histories: tests/fault/out/ (or $FAULT_OUT).
 set -uo pipefail
 
@@ -16,6 +18,9 @@ root=$(cd "$here/../.." && pwd)
 . "$here/faults.sh"
 
 scenarios=(leader-crash follower-crash leader-pause leader-isolated client-node-isolated one-way-cut full-restart rolling-restart loss-latency repeated-leader-kills)
+# Open bug: a live session can expire when its client sat on the paused
+# leader (docs/faults.md, issue 4). Remove it from here once fixed.
+known_failing=(leader-pause)
 DURATION=${FAULT_DURATION:-30}
 out=${FAULT_OUT:-$here/out}
 
@@ -92,15 +97,19 @@ run_one() {
   return 1
 }
 
-failed=0
+failed=0; npass=0; nfail=0; nxfail=0
 for s in "${selected[@]}"; do
-  if ! run_one "$s"; then
-    if [ $retry = yes ] && run_one "$s" | sed 's/^PASS /FLAKY (passed on retry) /' | tee /dev/stderr | grep -q '^FLAKY'; then
-      :
-    else
-      failed=1
-    fi
+  if run_one "$s"; then
+    npass=$((npass + 1))
+  elif [ $retry = yes ] && run_one "$s" | sed 's/^PASS /FLAKY (passed on retry) /' | tee /dev/stderr | grep -q '^FLAKY'; then
+    npass=$((npass + 1))
+  elif printf '%s\n' "${known_failing[@]}" | grep -qx "$s"; then
+    echo "XFAIL $s: a known open bug, see docs/faults.md"
+    nxfail=$((nxfail + 1))
+  else
+    failed=1; nfail=$((nfail + 1))
   fi
 done
+echo "fault suite: $npass passed, $nfail failed, $nxfail known failing"
 "$root/deploy/cluster" down --volumes >/dev/null 2>&1
 exit $failed
