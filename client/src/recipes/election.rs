@@ -35,18 +35,12 @@ impl Election {
     /// Stands as a candidate with `value` (what observers see as the
     /// leader's identity) and waits until elected.
     pub async fn campaign(&self, value: Vec<u8>) -> Result<Leadership> {
-        let ticket = Ticket::join(&self.client, &self.path, value).await?;
-        match ticket.wait_first(&self.client).await {
-            Ok(token) => Ok(Leadership {
-                client: self.client.clone(),
-                ticket,
-                token,
-            }),
-            Err(e) => {
-                let _ = ticket.leave(&self.client).await;
-                Err(e)
-            }
-        }
+        let (ticket, token) = Ticket::line_up(&self.client, &self.path, value).await?;
+        Ok(Leadership {
+            client: self.client.clone(),
+            ticket,
+            token,
+        })
     }
 
     /// The current leader's value, if there is a leader, and a watch that

@@ -32,18 +32,12 @@ impl Lock {
 
     /// Waits until the lock is ours.
     pub async fn acquire(&self) -> Result<LockGuard> {
-        let ticket = Ticket::join(&self.client, &self.path, vec![]).await?;
-        match ticket.wait_first(&self.client).await {
-            Ok(token) => Ok(LockGuard {
-                client: self.client.clone(),
-                ticket,
-                token,
-            }),
-            Err(e) => {
-                let _ = ticket.leave(&self.client).await;
-                Err(e)
-            }
-        }
+        let (ticket, token) = Ticket::line_up(&self.client, &self.path, vec![]).await?;
+        Ok(LockGuard {
+            client: self.client.clone(),
+            ticket,
+            token,
+        })
     }
 }
 

@@ -104,6 +104,19 @@ impl Ticket {
         Err(last.unwrap_or_else(|| Error::ConnectionLoss("could not join the line".into())))
     }
 
+    /// Joins the line and waits to be first; leaves it again on error.
+    /// Returns the ticket and its fencing token.
+    pub async fn line_up(client: &Client, dir: &str, data: Vec<u8>) -> Result<(Ticket, u64)> {
+        let ticket = Ticket::join(client, dir, data).await?;
+        match ticket.wait_first(client).await {
+            Ok(token) => Ok((ticket, token)),
+            Err(e) => {
+                let _ = ticket.leave(client).await;
+                Err(e)
+            }
+        }
+    }
+
     fn name(&self) -> &str {
         self.node.rsplit('/').next().unwrap_or(&self.node)
     }
