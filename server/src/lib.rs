@@ -32,23 +32,15 @@ pub mod storage;
 /// Parses flags, starts the node and serves until a signal. Exit codes:
 /// 0 after a clean stop, 2 for a bad configuration, 1 for any other failure.
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
-    use clap::Parser;
     use std::process::ExitCode;
 
     let args: Vec<std::ffi::OsString> = args.into_iter().collect();
     if args.get(1).is_some_and(|a| a == "healthcheck") {
         return healthcheck(&args[1..]);
     }
-    let args = match config::Args::try_parse_from(args) {
+    let args: config::Args = match parse_args(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     let config = match config::Config::load(args) {
         Ok(c) => c,
@@ -87,19 +79,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std
 
 /// `ensemble-server healthcheck [--addr A] [--ready]`: 0 healthy, 1 not, 2 bad usage.
 fn healthcheck(args: &[std::ffi::OsString]) -> std::process::ExitCode {
-    use clap::Parser;
     use std::process::ExitCode;
 
-    let args = match admin::health::HealthArgs::try_parse_from(args) {
+    let args: admin::health::HealthArgs = match parse_args(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
@@ -119,4 +103,19 @@ fn healthcheck(args: &[std::ffi::OsString]) -> std::process::ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Parses flags; on `--help`/`--version` or a usage error, prints clap's
+/// text and gives the exit code (0, or 2 for bad usage).
+fn parse_args<T: clap::Parser>(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<T, std::process::ExitCode> {
+    T::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            std::process::ExitCode::from(2)
+        } else {
+            std::process::ExitCode::SUCCESS
+        }
+    })
 }
