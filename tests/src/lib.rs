@@ -280,7 +280,10 @@ impl Cluster {
             .ok()
     }
 
-    /// Waits until a running node is leader and every running node names it.
+    /// Waits until a running node is leader, every running node names it
+    /// and is ready. (Right after an election a node that has not yet heard
+    /// the leader's heartbeats refuses sessions, so a test starting then
+    /// would see its client bounce.)
     pub async fn wait_for_leader(&self, within: Duration) -> u64 {
         let deadline = Instant::now() + within;
         loop {
@@ -289,7 +292,7 @@ impl Cluster {
             for n in self.nodes.iter().filter(|n| n.child.is_some()) {
                 match self.status(n.id).await {
                     Some(s) => {
-                        named.push(s.leader_id);
+                        named.push(if s.ready { s.leader_id } else { 0 });
                         if s.role == "leader" {
                             leading.push(s.node_id);
                         }
@@ -303,7 +306,7 @@ impl Cluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "no agreed leader within {within:?}: nodes name {named:?}, leading {leading:?}"
+                "no agreed, ready leader within {within:?}: nodes name {named:?} (0: none or not ready), leading {leading:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

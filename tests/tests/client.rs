@@ -101,17 +101,23 @@ async fn a_client_cut_off_for_longer_than_4_3_t_expires_itself() {
         .create("/mine", vec![], CreateMode::Ephemeral)
         .await
         .unwrap();
-    let _ = next_event(&mut events, t).await; // CONNECTING
-    let _ = next_event(&mut events, t).await; // CONNECTED
+    // A node that has not yet heard the new leader's heartbeats may refuse
+    // the client right after the election, so it can have bounced once:
+    // skip whatever the start-up produced.
+    while events.try_recv().is_ok() {}
     let stopped = Instant::now();
     for id in 1..=3 {
         cluster.kill(id);
     }
-    assert_eq!(
-        next_event(&mut events, t).await,
-        StateEvent::State(SessionState::NotConnected)
-    );
-    assert_eq!(next_event(&mut events, t * 3).await, StateEvent::Expired);
+    let mut lost_contact = false;
+    loop {
+        match next_event(&mut events, t * 3).await {
+            StateEvent::Expired => break,
+            StateEvent::State(SessionState::NotConnected) => lost_contact = true,
+            other => panic!("unexpected {other:?} while every node is down"),
+        }
+    }
+    assert!(lost_contact, "NOT_CONNECTED comes before the local expiry");
     let expired_after = stopped.elapsed();
     assert_eq!(
         next_event(&mut events, t).await,
