@@ -17,6 +17,7 @@ use ensemble_proto::v1::ensemble_client::EnsembleClient;
 use ensemble_proto::v1::session_request::Request as Req;
 use ensemble_proto::v1::session_response::Response as Resp;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Streaming;
@@ -148,7 +149,7 @@ struct Conn {
 }
 
 /// Resumes the session on one node over a new stream.
-async fn open(client: &EnsembleClient<Channel>, shared: &Shared, timeout: Duration) -> Result<Conn> {
+async fn open(mut client: EnsembleClient<Channel>, shared: &Shared, timeout: Duration) -> Result<Conn> {
     let (tx, rx) = mpsc::channel(1024);
     let resume = pb::SessionRequest {
         xid: 0,
@@ -160,7 +161,6 @@ async fn open(client: &EnsembleClient<Channel>, shared: &Shared, timeout: Durati
     let _ = tx.send(resume).await;
     let opened = tokio::time::timeout(timeout, async {
         let mut inbound = client
-            .clone()
             .session(ReceiverStream::new(rx))
             .await
             .map_err(Error::from_status)?
@@ -219,62 +219,27 @@ async fn drive(
     options: &Options,
 ) -> End {
     let t = shared.session.timeout;
-    let local_expiry = t * 4 / 3;
     let mut queue: VecDeque<Call> = VecDeque::new();
     let mut last_heard = Instant::now();
-    let mut failures = 0usize;
-    let mut last_probe: Option<Instant> = None;
-    let mut watched_through;
+    let mut silent = Silent::new(clients.len(), t);
     loop {
-        // Connect: try the nodes in turn until one resumes the session.
-        let conn = loop {
-            if last_heard.elapsed() > local_expiry {
-                debug!("no node heard from for 4/3 of the timeout: expiring locally");
-                return End::Expired;
-            }
-            let now = Instant::now();
-            while let Some(pos) = queue.iter().position(|c| c.deadline <= now) {
-                if let Some(c) = queue.remove(pos) {
-                    let _ = c.reply.send(Err(Error::ConnectionLoss(
-                        "no node served the session before the request's deadline".into(),
-                    )));
-                }
-            }
-            let idx = shared.current.load(Ordering::Relaxed) % clients.len();
-            // Events up to here were delivered; the resume reply moves
-            // last_zxid past changes whose events this node must replay.
-            watched_through = shared.last_zxid.load(Ordering::Relaxed);
-            let attempt = options.connect_timeout.min(t / 3).max(Duration::from_millis(200));
-            match open(&clients[idx], shared, attempt).await {
-                Ok(conn) => break conn,
-                Err(e) if e.code() == pb::ErrorCode::SessionExpired => return End::Expired,
-                Err(e) => {
-                    debug!(endpoint = %shared.endpoints[idx], %e, "could not resume the session");
-                    // Still looking for a node: let every node hear that we live.
-                    if last_probe.is_none_or(|p: Instant| p.elapsed() >= t / 4) {
-                        last_probe = Some(Instant::now());
-                        probe_others(shared, clients, None);
-                    }
-                    shared.current.store(idx + 1, Ordering::Relaxed);
-                    failures += 1;
-                    if failures.is_multiple_of(clients.len()) {
-                        // A full round failed: back off, but keep taking calls.
-                        let pause = tokio::time::sleep(Duration::from_millis(100));
-                        tokio::pin!(pause);
-                        loop {
-                            tokio::select! {
-                                            _ = &mut pause => break,
-                            call = calls.recv() => match call {
-                                                Some(c) => queue.push_back(c),
-                                                None => return End::Dropped,
-                                            },
-                                        }
-                        }
-                    }
-                }
-            }
+        // Events up to here were delivered; the resume reply moves last_zxid
+        // past changes whose events the next node must replay.
+        let watched_through = shared.last_zxid.load(Ordering::Relaxed);
+        let conn = match connect(
+            shared,
+            clients,
+            calls,
+            &mut queue,
+            options,
+            &mut silent,
+            last_heard,
+        )
+        .await
+        {
+            Ok(conn) => conn,
+            Err(end) => return end,
         };
-        failures = 0;
         last_heard = Instant::now();
         shared.set_state(SessionState::Connected);
         match serve(
@@ -288,13 +253,157 @@ async fn drive(
         )
         .await
         {
-            Some(end) => return end,
-            None => {
+            Ok(end) => return end,
+            Err(left) => {
+                let idx = shared.current.load(Ordering::Relaxed);
+                if matches!(left, Left::Silent) {
+                    silent.mark(idx % clients.len());
+                }
                 shared.set_state(SessionState::NotConnected);
-                let next = shared.current.load(Ordering::Relaxed) + 1;
-                shared.current.store(next, Ordering::Relaxed);
+                shared.current.store(idx + 1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// Finds a node that resumes the session, or gives up when no node has
+/// answered for 4/3 of the timeout (the session is then expired locally).
+///
+/// Tries the nodes in turn; when one keeps it waiting for a moment, it tries
+/// the next beside it (as "happy eyeballs" does), so a frozen node does not
+/// hold the client while a live one could take it. The first to resume the
+/// session wins; the other attempts are dropped.
+#[allow(clippy::too_many_arguments)]
+async fn connect(
+    shared: &Arc<Shared>,
+    clients: &[EnsembleClient<Channel>],
+    calls: &mut mpsc::Receiver<Call>,
+    queue: &mut VecDeque<Call>,
+    options: &Options,
+    silent: &mut Silent,
+    last_heard: Instant,
+) -> std::result::Result<Conn, End> {
+    let t = shared.session.timeout;
+    let n = clients.len();
+    let expire_at = last_heard + t * 4 / 3;
+    let attempt = options.connect_timeout.min(t / 3).max(Duration::from_millis(200));
+    let hedge = (t / 16).clamp(Duration::from_millis(50), Duration::from_millis(250));
+    let mut attempts: JoinSet<(usize, Instant, Result<Conn>)> = JoinSet::new();
+    let mut busy = vec![false; n];
+    let mut next_start = Instant::now();
+    let mut failed_in_round = 0usize;
+    let mut last_probe: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        while let Some(pos) = queue.iter().position(|c| c.deadline <= now) {
+            if let Some(c) = queue.remove(pos) {
+                let _ = c.reply.send(Err(Error::ConnectionLoss(
+                    "no node served the session before the request's deadline".into(),
+                )));
+            }
+        }
+        if attempts.is_empty() {
+            busy.iter_mut().for_each(|b| *b = false);
+        }
+        let next_deadline = queue.iter().map(|c| c.deadline).min().unwrap_or(expire_at);
+        let can_start = busy.iter().any(|b| !b);
+        tokio::select! {
+            _ = tokio::time::sleep_until(expire_at.into()) => {
+                debug!("no node heard from for 4/3 of the timeout: expiring locally");
+                return Err(End::Expired);
+            }
+            _ = tokio::time::sleep_until(next_deadline.into()) => {}
+            _ = tokio::time::sleep_until(next_start.into()), if can_start => {
+                let idx = silent.next_from(shared.current.load(Ordering::Relaxed), &busy);
+                shared.current.store(idx, Ordering::Relaxed);
+                busy[idx] = true;
+                let (client, shared) = (clients[idx].clone(), shared.clone());
+                attempts.spawn(async move {
+                    let started = Instant::now();
+                    (idx, started, open(client, &shared, attempt).await)
+                });
+                next_start = Instant::now() + hedge;
+            }
+            Some(done) = attempts.join_next(), if !attempts.is_empty() => {
+                let Ok((idx, started, result)) = done else { continue };
+                busy[idx] = false;
+                match result {
+                    Ok(conn) => {
+                        debug!(endpoint = %shared.endpoints[idx], "resumed the session");
+                        shared.current.store(idx, Ordering::Relaxed);
+                        silent.clear(idx);
+                        return Ok(conn);
+                    }
+                    Err(e) if e.code() == pb::ErrorCode::SessionExpired => return Err(End::Expired),
+                    Err(e) => {
+                        debug!(endpoint = %shared.endpoints[idx], %e, "could not resume the session");
+                        if started.elapsed() >= attempt {
+                            silent.mark(idx);
+                        }
+                        // Still looking for a node: let every node hear that we live.
+                        if last_probe.is_none_or(|p: Instant| p.elapsed() >= t / 4) {
+                            last_probe = Some(Instant::now());
+                            probe_others(shared, clients, None);
+                        }
+                        shared.current.store(idx + 1, Ordering::Relaxed);
+                        failed_in_round += 1;
+                        next_start = if failed_in_round >= n {
+                            // A full round failed: back off a little.
+                            failed_in_round = 0;
+                            Instant::now() + Duration::from_millis(100)
+                        } else {
+                            Instant::now()
+                        };
+                    }
+                }
+            }
+            call = calls.recv() => match call {
+                Some(c) => queue.push_back(c),
+                None => return Err(End::Dropped),
+            },
+        }
+    }
+}
+
+/// Nodes that recently stopped answering. A frozen node still accepts TCP
+/// connections (the kernel answers for it), so each attempt on it costs a
+/// whole attempt timeout; while a new leader is being elected the client
+/// must not spend its remaining time there. Such a node is tried again
+/// only when every other node is silent too, or after a session timeout.
+struct Silent {
+    since: Vec<Option<Instant>>,
+    forget_after: Duration,
+}
+
+impl Silent {
+    fn new(nodes: usize, forget_after: Duration) -> Self {
+        Silent {
+            since: vec![None; nodes],
+            forget_after,
+        }
+    }
+
+    fn mark(&mut self, idx: usize) {
+        self.since[idx] = Some(Instant::now());
+    }
+
+    fn clear(&mut self, idx: usize) {
+        self.since[idx] = None;
+    }
+
+    fn is_silent(&self, idx: usize) -> bool {
+        self.since[idx].is_some_and(|at| at.elapsed() < self.forget_after)
+    }
+
+    /// The first node at or after `from` (in turn) that is neither busy nor
+    /// silent; failing that the first that is not busy; failing that `from`.
+    fn next_from(&self, from: usize, busy: &[bool]) -> usize {
+        let n = self.since.len();
+        let free = || (0..n).map(|k| (from + k) % n).filter(|&i| !busy[i]);
+        free()
+            .find(|&i| !self.is_silent(i))
+            .or_else(|| free().next())
+            .unwrap_or(from % n)
     }
 }
 
@@ -314,7 +423,16 @@ fn probe_others(shared: &Shared, clients: &[EnsembleClient<Channel>], skip: Opti
     }
 }
 
-/// Serves one connection; `None` when it dropped and another node should be tried.
+/// Why a connection ended while the session lives on.
+enum Left {
+    /// The node refused, closed the stream or failed: try the next one.
+    Dropped,
+    /// The node stopped answering (frozen, or cut off from us).
+    Silent,
+}
+
+/// Serves one connection until the session ends (`Ok`) or another node
+/// should be tried (`Err`).
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     shared: &Arc<Shared>,
@@ -324,7 +442,7 @@ async fn serve(
     queue: &mut VecDeque<Call>,
     last_heard: &mut Instant,
     watched_through: u64,
-) -> Option<End> {
+) -> std::result::Result<End, Left> {
     let t = shared.session.timeout;
     let read_timeout = t * 2 / 3;
     let mut probed_at: Option<Instant> = None;
@@ -367,11 +485,11 @@ async fn serve(
     // refuses them as "not applied", so they can go elsewhere, rather than
     // end with an unknown outcome).
     let mut draining: Option<Instant> = None;
-    let outcome: Option<End> = loop {
+    let outcome: std::result::Result<End, Left> = loop {
         if let Some(until) = draining {
             let api_pending = pending.values().any(|p| matches!(p, Pending::Api(_)));
             if !api_pending || Instant::now() >= until {
-                break None;
+                break Err(Left::Dropped);
             }
         }
         let drain_until = draining.unwrap_or_else(|| Instant::now() + t);
@@ -387,39 +505,39 @@ async fn serve(
                 let current = shared.current.load(Ordering::Relaxed) % clients.len();
                 probe_others(shared, clients, Some(current));
             }
-            _ = tokio::time::sleep_until(drain_until.into()), if draining.is_some() => break None,
+            _ = tokio::time::sleep_until(drain_until.into()), if draining.is_some() => break Err(Left::Dropped),
             call = calls.recv(), if draining.is_none() => match call {
                 Some(call) => {
                     let req = call.request.clone();
                     if !send(req, Pending::Api(call), &mut conn, &mut pending) {
-                        break None;
+                        break Err(Left::Dropped);
                     }
                 }
-                None => break Some(End::Dropped),
+                None => break Ok(End::Dropped),
             },
             msg = conn.inbound.message() => match msg {
                 Ok(Some(msg)) => {
                     *last_heard = Instant::now();
                     match handle(shared, msg, &mut pending) {
                         Handled::Continue => {}
-                        Handled::Expired => break Some(End::Expired),
-                        Handled::Closed => break Some(End::Closed),
+                        Handled::Expired => break Ok(End::Expired),
+                        Handled::Closed => break Ok(End::Closed),
                         Handled::Reconnect => {
                             draining = Some(Instant::now() + (t / 6).min(Duration::from_millis(500)));
                         }
                     }
                 }
-                _ => break None,
+                _ => break Err(Left::Dropped),
             },
             _ = heartbeat.tick() => {
                 let hb = Req::Heartbeat(pb::HeartbeatRequest { header: None });
                 if !send(hb, Pending::Internal, &mut conn, &mut pending) {
-                    break None;
+                    break Err(Left::Dropped);
                 }
             }
             _ = tokio::time::sleep_until(silent_until.into()) => {
                 debug!("node silent for 2/3 of the timeout; moving on");
-                break None;
+                break Err(Left::Silent);
             }
         }
     };
@@ -512,5 +630,35 @@ fn handle(shared: &Shared, msg: pb::SessionResponse, pending: &mut HashMap<u64, 
         Handled::Closed
     } else {
         Handled::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silent_and_busy_nodes_are_skipped_while_others_are_free() {
+        let idle = [false; 3];
+        let mut silent = Silent::new(3, Duration::from_secs(60));
+        assert_eq!(silent.next_from(4, &idle), 1, "wraps around");
+        silent.mark(1);
+        assert_eq!(silent.next_from(1, &idle), 2);
+        silent.mark(2);
+        assert_eq!(silent.next_from(1, &idle), 0);
+        assert_eq!(
+            silent.next_from(1, &[true, false, false]),
+            1,
+            "a free silent node before a busy one"
+        );
+        silent.mark(0);
+        assert_eq!(silent.next_from(1, &idle), 1, "all silent: keep the turn");
+        silent.clear(2);
+        assert_eq!(silent.next_from(0, &idle), 2);
+        assert_eq!(silent.next_from(0, &[false, false, true]), 0);
+
+        let mut brief = Silent::new(2, Duration::ZERO);
+        brief.mark(0);
+        assert_eq!(brief.next_from(0, &[false; 2]), 0, "forgotten at once");
     }
 }

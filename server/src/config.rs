@@ -230,7 +230,7 @@ impl Config {
             "election_timeout_ms",
             args.election_timeout_ms
                 .or(file.election_timeout_ms)
-                .unwrap_or(1000),
+                .unwrap_or(500),
         )?;
         if election <= heartbeat * 2 {
             return Err(bad(format!(

@@ -18,9 +18,8 @@ root=$(cd "$here/../.." && pwd)
 . "$here/faults.sh"
 
 scenarios=(leader-crash follower-crash leader-pause leader-isolated client-node-isolated one-way-cut full-restart rolling-restart loss-latency repeated-leader-kills)
-# Open bug: a live session can expire when its client sat on the paused
-# leader (docs/faults.md, issue 4). Remove it from here once fixed.
-known_failing=(leader-pause)
+# Scenarios that name an open bug (see docs/faults.md); none at present.
+known_failing=()
 DURATION=${FAULT_DURATION:-30}
 out=${FAULT_OUT:-$here/out}
 
@@ -49,10 +48,12 @@ compose_up() {
   if docker compose version >/dev/null 2>&1; then docker compose up -d; else docker-compose up -d; fi
 }
 
-# The faults of each scenario, run while the workload runs.
+# The faults of each scenario, run while the workload runs. Each step is
+# logged with its UTC time, to line up with the nodes' and clients' logs.
 fault() {
   local s=$1 l f net
   sleep 5
+  set -x
   case "$s" in
     leader-crash) crash "$(leader)" ;;
     follower-crash) crash "$(follower)" ;;
@@ -67,6 +68,7 @@ fault() {
       local end=$((SECONDS + 30))
       while [ $SECONDS -lt $end ]; do l=$(wait_leader 10) && crash "$l"; sleep 2; done ;;
   esac
+  set +x
 }
 
 # Runs one scenario; prints its line; returns non-zero if it failed.
@@ -83,7 +85,7 @@ run_one() {
   ENSEMBLE_HOLDER_LOG_DIR="$out/$s-holders" "$FAULT" --duration-s "$duration" --expiry-slack-ms "$slack" \
     --history "$out/$s.jsonl" >"$out/$s.out" 2>"$out/$s.err" &
   local wl=$!
-  fault "$s" >>"$out/$s.err" 2>&1
+  PS4='+ $(date -u +%H:%M:%S.%3N) ' fault "$s" >>"$out/$s.err" 2>&1
   wait "$wl"; rc=$?
   summary=$(tail -1 "$out/$s.out")
   if [ "$s" = loss-latency ] && grep -q 'no netem' "$out/$s.err"; then summary="$summary (loss only: no netem in this kernel)"; fi

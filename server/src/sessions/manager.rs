@@ -27,8 +27,9 @@ pub type ReportedTouches = Vec<(u64, Instant)>;
 struct Leading {
     term: u64,
     tracker: ExpiryTracker,
-    /// When this node took over; expiry waits a few ticks after it, so the
-    /// followers' reports of their clients' activity arrive first.
+    /// When this node took over (or woke from a stall); expiry waits a few
+    /// ticks after it, so the followers' reports of their clients' activity
+    /// arrive first.
     since: Instant,
 }
 
@@ -45,11 +46,26 @@ pub async fn run(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading: Option<Leading> = None;
     let mut reported_to: Option<NodeId> = None;
+    let mut last_tick = Instant::now();
     loop {
         interval.tick().await;
         if node.is_shutting_down() {
             return;
         }
+        // A process that was frozen (SIGSTOP, a paused container, a stalled
+        // VM) wakes to deadlines that passed while nobody could report the
+        // clients' touches to it: give them the same grace as a new leader.
+        let stalled = last_tick.elapsed() > tick * 4;
+        if stalled {
+            warn!(
+                stalled_ms = last_tick.elapsed().as_millis() as u64,
+                "session tick loop was stalled"
+            );
+            if let Some(l) = leading.as_mut() {
+                l.since = Instant::now();
+            }
+        }
+        last_tick = Instant::now();
         let (state, term, leader) = {
             let m = node.raft.metrics();
             let m = m.borrow();

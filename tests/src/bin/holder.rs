@@ -1,14 +1,17 @@
 //! A client process for tests: opens a session, creates an ephemeral znode,
 //! prints `READY <session id> <secret hex> <zxid>` and heartbeats until it is
 //! killed. If its session expires it prints `EXPIRED` and exits 3. With
-//! `ENSEMBLE_HOLDER_LOG_DIR` set, it also logs its state events there.
+//! `ENSEMBLE_HOLDER_LOG_DIR` set, it logs its state events there, with the
+//! client library's debug log (UTC times, to line up with the nodes' logs).
 //!
 //! Usage: ensemble-test-holder ENDPOINTS TIMEOUT_MS PATH
 
 use std::io::Write;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use ensemble_client::{Client, CreateMode, Options, StateEvent};
+use tracing::info;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -21,14 +24,19 @@ async fn main() -> anyhow::Result<()> {
         session_timeout: Duration::from_millis(timeout_ms.parse()?),
         ..Options::default()
     };
+    if let Some(dir) = std::env::var_os("ENSEMBLE_HOLDER_LOG_DIR") {
+        let name = path.trim_start_matches('/').replace('/', "_");
+        std::fs::create_dir_all(&dir)?;
+        let file = std::fs::File::create(std::path::Path::new(&dir).join(format!("{name}.log")))?;
+        tracing_subscriber::fmt()
+            .with_env_filter("ensemble_client=debug,ensemble_test_holder=info")
+            .with_writer(Mutex::new(file))
+            .with_ansi(false)
+            .init();
+    }
     let client = Client::connect(&endpoints, options).await?;
     let mut events = client.state_events();
-    let mut log = std::env::var_os("ENSEMBLE_HOLDER_LOG_DIR").and_then(|dir| {
-        let name = path.trim_start_matches('/').replace('/', "_");
-        std::fs::create_dir_all(&dir).ok()?;
-        std::fs::File::create(std::path::Path::new(&dir).join(format!("{name}.log"))).ok()
-    });
-    let started = std::time::Instant::now();
+    info!(session = %format!("0x{:x}", client.session_id()), endpoint = client.current_endpoint(), "connected");
     client
         .create(path, b"held".to_vec(), CreateMode::Ephemeral)
         .await?;
@@ -42,15 +50,7 @@ async fn main() -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     loop {
         let event = events.recv().await;
-        if let Some(f) = log.as_mut() {
-            let _ = writeln!(
-                f,
-                "{} ms {:?} on {}",
-                started.elapsed().as_millis(),
-                event,
-                client.current_endpoint()
-            );
-        }
+        info!(?event, endpoint = client.current_endpoint(), "state event");
         match event {
             Ok(StateEvent::Expired) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                 println!("EXPIRED");
