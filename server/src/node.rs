@@ -205,6 +205,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let log_store = LogStore::new(db.clone()).map_err(|e| StartError::Storage(e.to_string()))?;
     let (sm, shared, events) =
         StateMachineStore::open(db.clone()).map_err(|e| StartError::Storage(e.to_string()))?;
+    // What openraft applies again at startup must not refresh apply-time
+    // notes: a dead client's session would otherwise gain a fresh timeout
+    // every time its node restarts.
+    shared.set_replay_through(
+        log_store
+            .last_index()
+            .map_err(|e| StartError::Storage(e.to_string()))?,
+    );
 
     // Bind before anything else runs, so a taken port fails fast and clearly.
     let peer_listener = TcpListener::bind(&config.peer_addr)

@@ -76,10 +76,12 @@ run_one() {
   local s=$1 duration=$DURATION slack=5000 rc summary
   if ! fresh_cluster; then echo "FAIL $s the cluster did not become healthy"; return 1; fi
   if [ "$s" = repeated-leader-kills ]; then
-    # Expiry needs a leader that lives a few ticks; during the storm none
-    # may. The check here is that live sessions survive it, and that the
-    # dead ones go once it is over.
-    duration=$((DURATION + 15)); slack=35000
+    # The workload runs on past the storm to see the cluster settle. Dead
+    # sessions must still go during the storm: each leader lives about 2 s,
+    # long enough to expire what is due, so the bound is only a little
+    # wider than the other scenarios' (a leader that renewed deadlines on
+    # restart kept them alive until the storm ended, 20 s and more).
+    duration=$((DURATION + 15)); slack=8000
   fi
   rm -rf "$out/$s-holders"
   ENSEMBLE_HOLDER_LOG_DIR="$out/$s-holders" "$FAULT" --duration-s "$duration" --expiry-slack-ms "$slack" \
@@ -90,12 +92,12 @@ run_one() {
   summary=$(tail -1 "$out/$s.out")
   if [ "$s" = loss-latency ] && grep -q 'no netem' "$out/$s.err"; then summary="$summary (loss only: no netem in this kernel)"; fi
   for n in 1 2 3; do unnetem "$n" >/dev/null 2>&1; done
+  for n in 1 2 3; do docker logs "$(container "$n")" >"$out/$s.node$n.log" 2>&1; done
   if [ $rc -eq 0 ]; then
     echo "PASS $s $summary"
     return 0
   fi
   echo "FAIL $s $summary; $(grep -m3 '^violation' "$out/$s.err" | tr '\n' ' ')"
-  for n in 1 2 3; do docker logs "$(container "$n")" >"$out/$s.node$n.log" 2>&1; done
   return 1
 }
 

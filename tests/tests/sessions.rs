@@ -203,3 +203,44 @@ async fn failover_keeps_session_deadlines() {
 async fn three_leader_kills_in_a_row_keep_session_deadlines() {
     failover_keeps_deadline(2).await;
 }
+
+/// A leader killed and started again at once comes back as leader after
+/// applying its log again. That replay must not count as hearing from the
+/// sessions named in it, or a dead client's session would live as long as
+/// its leader keeps restarting (the fault suite's repeated leader kills).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_the_leader_does_not_renew_a_dead_session() {
+    let t = Duration::from_secs(3);
+    let mut cluster = Cluster::start(ClusterOptions::default()).await;
+    let mut dead = cluster.spawn_holder(&[1, 2, 3], t, "/dead");
+    let _live = cluster.spawn_holder(&[1, 2, 3], t, "/live");
+    let watcher = cluster.client(READER_T).await;
+    assert!(exists_on(&watcher, "/dead").await);
+    let killed = dead.kill();
+    let gone = tokio::spawn(async move {
+        poll_until(t * 4, "/dead gone", || async {
+            matches!(watcher.exists("/dead").await, Ok(None))
+        })
+        .await;
+        (Instant::now(), watcher)
+    });
+    // Restart whoever leads, every T/2, until well past the deadline.
+    let mut restarts = 0;
+    while killed.elapsed() < t * 3 && !gone.is_finished() {
+        tokio::time::sleep(t / 2).await;
+        let leader = cluster.wait_for_leader(Duration::from_secs(15)).await;
+        cluster.kill(leader);
+        cluster.start_node(leader);
+        restarts += 1;
+    }
+    let (at, watcher) = gone.await.expect("the poll finished");
+    let after = at.duration_since(killed);
+    eprintln!("dead session's ephemeral gone {after:?} after the kill, {restarts} leader restarts (T {t:?})");
+    let bound = t + Duration::from_secs(3);
+    assert!(after <= bound, "gone only after {after:?} (bound {bound:?})");
+    cluster.wait_for_leader(Duration::from_secs(15)).await;
+    assert!(
+        exists_on(&watcher, "/live").await,
+        "the live session survived the restarts"
+    );
+}

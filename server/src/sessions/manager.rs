@@ -55,15 +55,12 @@ pub async fn run(
         // A process that was frozen (SIGSTOP, a paused container, a stalled
         // VM) wakes to deadlines that passed while nobody could report the
         // clients' touches to it: give them the same grace as a new leader.
-        let stalled = last_tick.elapsed() > tick * 4;
-        if stalled {
+        if let Some(l) = leading.as_mut().filter(|_| last_tick.elapsed() > tick * 4) {
             warn!(
                 stalled_ms = last_tick.elapsed().as_millis() as u64,
-                "session tick loop was stalled"
+                "leader's session tick loop was stalled; delaying expiry"
             );
-            if let Some(l) = leading.as_mut() {
-                l.since = Instant::now();
-            }
+            l.since = Instant::now();
         }
         last_tick = Instant::now();
         let (state, term, leader) = {

@@ -50,6 +50,22 @@ impl LogStore {
         })
     }
 
+    /// The index of the newest entry in the log (0 if empty), read at
+    /// startup: entries up to it were applied before the restart, so
+    /// applying them again says nothing about when their sessions were heard.
+    pub fn last_index(&self) -> Result<u64, StorageError> {
+        Ok(self.last_log_id()?.map_or(0, |l| l.index))
+    }
+
+    /// The newest entry's id: the last in the log, else the last purged.
+    fn last_log_id(&self) -> Result<Option<LogId<NodeId>>, StorageError> {
+        match self.log.last() {
+            Ok(Some((_, v))) => Ok(Some(decode::<Entry>(&v, ErrorSubject::Logs)?.log_id)),
+            Ok(None) => self.read_meta(LAST_PURGED, ErrorSubject::Store),
+            Err(e) => Err(io_error(ErrorSubject::Logs, ErrorVerb::Read, e)),
+        }
+    }
+
     /// The newest commit index known (shared with every clone).
     pub fn committed_index(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
         self.committed.clone()
@@ -144,15 +160,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId<NodeId>> = self.read_meta(LAST_PURGED, ErrorSubject::Store)?;
-        let last = match self.log.last() {
-            Ok(Some((_, v))) => Some(decode::<Entry>(&v, ErrorSubject::Logs)?.log_id),
-            Ok(None) => last_purged,
-            Err(e) => return Err(io_error(ErrorSubject::Logs, ErrorVerb::Read, e)),
-        };
         Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
+            last_purged_log_id: self.read_meta(LAST_PURGED, ErrorSubject::Store)?,
+            last_log_id: self.last_log_id()?,
         })
     }
 
