@@ -57,6 +57,8 @@ pub(crate) struct Ticket {
     pub dir: String,
     /// Full path of our ephemeral sequential znode.
     pub node: String,
+    /// The random tag in its name, shared by every create this join tried.
+    tag: String,
 }
 
 impl Ticket {
@@ -82,6 +84,7 @@ impl Ticket {
                     return Ok(Ticket {
                         dir: dir.to_string(),
                         node,
+                        tag,
                     })
                 }
                 Err(e) if matches!(e.code(), ErrorCode::ConnectionLoss | ErrorCode::OperationTimeout) => {
@@ -93,6 +96,7 @@ impl Ticket {
                             return Ok(Ticket {
                                 dir: dir.to_string(),
                                 node: format!("{dir}/{mine}"),
+                                tag,
                             });
                         }
                     }
@@ -121,10 +125,36 @@ impl Ticket {
         self.node.rsplit('/').next().unwrap_or(&self.node)
     }
 
+    /// Our other znodes in `children`: creates of this join whose replies
+    /// were lost and that landed after we had looked for them (a write
+    /// forwarded to the leader can still be on its way when the client has
+    /// moved on). Each would hold a place in line until the session ends.
+    fn strays<'a>(&'a self, children: &'a [String]) -> impl Iterator<Item = &'a String> {
+        children
+            .iter()
+            .filter(move |c| c.contains(&self.tag) && c.as_str() != self.name())
+    }
+
+    /// Deletes our stray znodes; whether there were any.
+    async fn remove_strays(&self, client: &Client, children: &[String]) -> Result<bool> {
+        let mut any = false;
+        for stray in self.strays(children) {
+            any = true;
+            match client.delete(&format!("{}/{stray}", self.dir), -1).await {
+                Err(e) if e.code() != ErrorCode::NoNode => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(any)
+    }
+
     /// Waits until this ticket is first in line; returns the fencing token.
     pub async fn wait_first(&self, client: &Client) -> Result<u64> {
         loop {
             let (mut children, _) = client.children(&self.dir).await?;
+            if self.remove_strays(client, &children).await? {
+                continue;
+            }
             children.retain(|c| sequence(c).is_some());
             children.sort_by_key(|c| sequence(c));
             let Some(pos) = children.iter().position(|c| c == self.name()) else {
@@ -147,17 +177,42 @@ impl Ticket {
         }
     }
 
-    /// Leaves the queue (releases, resigns).
+    /// Leaves the queue (releases, resigns), with any stray of this join
+    /// that has landed since.
     pub async fn leave(&self, client: &Client) -> Result<()> {
         match client.delete(&self.node, -1).await {
-            Err(e) if e.code() != ErrorCode::NoNode => Err(e),
-            _ => Ok(()),
+            Err(e) if e.code() != ErrorCode::NoNode => return Err(e),
+            _ => {}
         }
+        // Best effort: the place itself is already given up.
+        if let Ok((children, _)) = client.children(&self.dir).await {
+            let _ = self.remove_strays(client, &children).await;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn strays_are_other_znodes_with_our_tag() {
+        let ticket = super::Ticket {
+            dir: "/lock".into(),
+            node: "/lock/n-00ab-0000000002".into(),
+            tag: "00ab".into(),
+        };
+        let children: Vec<String> = [
+            "n-00ab-0000000001",
+            "n-77ff-0000000003",
+            "n-00ab-0000000002",
+            "n-00ab-0000000004",
+        ]
+        .map(String::from)
+        .to_vec();
+        let strays: Vec<&String> = ticket.strays(&children).collect();
+        assert_eq!(strays, ["n-00ab-0000000001", "n-00ab-0000000004"]);
+    }
+
     #[test]
     fn sequence_is_the_last_ten_digits() {
         assert_eq!(super::sequence("n-0000000042"), Some(42));
