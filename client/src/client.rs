@@ -174,7 +174,8 @@ impl Client {
                             secret: r.secret,
                             timeout: Duration::from_millis(r.timeout_ms as u64),
                         };
-                        return Self::attach(endpoints, clients, i, session, r.zxid, options).await;
+                        let limit = r.max_request_bytes as usize;
+                        return Self::attach(endpoints, clients, i, session, (r.zxid, limit), options).await;
                     }
                     Err(status) => {
                         let e = Error::from_status(status);
@@ -202,17 +203,20 @@ impl Client {
     ) -> Result<Client> {
         let (endpoints, clients) = connections(endpoints)?;
         base(&options)?;
-        Self::attach(endpoints, clients, 0, session, 0, options).await
+        Self::attach(endpoints, clients, 0, session, (0, 0), options).await
     }
 
+    /// Starts the connection task for a session; `seen` is the newest zxid
+    /// known and the cluster's request limit (0: learn it on resume).
     async fn attach(
         endpoints: Vec<String>,
         clients: Vec<EnsembleClient<Channel>>,
         current: usize,
         session: SessionInfo,
-        zxid: u64,
+        seen: (u64, usize),
         options: Options,
     ) -> Result<Client> {
+        let (zxid, max_request_bytes) = seen;
         let (state, mut state_rx) = watch::channel(SessionState::Connecting);
         let (events, _) = broadcast::channel(64);
         if let Some(l) = &options.listener {
@@ -223,6 +227,7 @@ impl Client {
             state,
             events,
             last_zxid: AtomicU64::new(zxid),
+            max_request_bytes: AtomicUsize::new(max_request_bytes),
             expired: std::sync::atomic::AtomicBool::new(false),
             watches: Mutex::new(Default::default()),
             endpoints,
@@ -327,6 +332,7 @@ impl Client {
     }
 
     async fn call(&self, request: Req, idempotent: bool) -> Result<Resp> {
+        self.shared.check_size(&request)?;
         let (reply, rx) = oneshot::channel();
         let call = Call {
             request,

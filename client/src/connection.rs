@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub state: watch::Sender<SessionState>,
     pub events: broadcast::Sender<StateEvent>,
     pub last_zxid: AtomicU64,
+    /// The largest request the cluster accepts (0 until a node has said).
+    pub max_request_bytes: AtomicUsize,
     /// Set before the `Expired` event is sent.
     pub expired: std::sync::atomic::AtomicBool,
     pub watches: Mutex<Registry>,
@@ -74,11 +76,41 @@ impl Shared {
         self.last_zxid.fetch_max(zxid, Ordering::Relaxed);
     }
 
+    /// The header of a message on the session stream, which the resume
+    /// already bound to the session: no secret needed.
     fn header(&self) -> pb::RequestHeader {
         pb::RequestHeader {
             session_id: self.session.session_id,
             last_zxid: self.last_zxid.load(Ordering::Relaxed),
+            secret: Vec::new(),
         }
+    }
+
+    /// The header of a unary call, which must prove the session itself.
+    fn proof_header(&self) -> pb::RequestHeader {
+        pb::RequestHeader {
+            secret: self.session.secret.clone(),
+            ..self.header()
+        }
+    }
+
+    /// Refuses, before sending, a request the cluster would refuse for its
+    /// size: the answer is then certain (not applied), not a lost connection.
+    pub fn check_size(&self, request: &Req) -> Result<()> {
+        let limit = self.max_request_bytes.load(Ordering::Relaxed);
+        if limit == 0 {
+            return Ok(());
+        }
+        // The message as sent adds at most this to the request: the xid,
+        // the oneof's tag and length, and the stamped header.
+        const FRAMING: usize = 48;
+        let size = request.encoded_len() + FRAMING;
+        if size > limit {
+            return Err(Error::BadArguments(format!(
+                "request of {size} bytes is larger than the cluster's limit of {limit} bytes (max_request_bytes); nothing was sent"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -171,6 +203,11 @@ async fn open(mut client: EnsembleClient<Channel>, shared: &Shared, timeout: Dur
                 ..
             })) => {
                 shared.saw(r.zxid);
+                if r.max_request_bytes > 0 {
+                    shared
+                        .max_request_bytes
+                        .store(r.max_request_bytes as usize, Ordering::Relaxed);
+                }
                 Ok(inbound)
             }
             Ok(Some(pb::SessionResponse {
@@ -414,7 +451,7 @@ fn probe_others(shared: &Shared, clients: &[EnsembleClient<Channel>], skip: Opti
     for (_, c) in clients.iter().enumerate().filter(|(i, _)| Some(*i) != skip) {
         let mut c = c.clone();
         let mut req = tonic::Request::new(pb::HeartbeatRequest {
-            header: Some(shared.header()),
+            header: Some(shared.proof_header()),
         });
         req.set_timeout(shared.session.timeout / 3);
         tokio::spawn(async move {

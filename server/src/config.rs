@@ -60,6 +60,13 @@ pub struct Args {
     /// Largest znode data accepted.
     #[arg(long, value_name = "BYTES")]
     pub max_data_bytes: Option<usize>,
+    /// Largest request accepted, as encoded on the wire (ZooKeeper's
+    /// jute.maxbuffer); default: max_data_bytes + 32 KiB.
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Most operations in one multi.
+    #[arg(long, value_name = "OPS")]
+    pub max_multi_ops: Option<usize>,
     /// Take a snapshot (and purge the log behind it) every this many entries.
     #[arg(long, value_name = "ENTRIES")]
     pub snapshot_entries: Option<u64>,
@@ -89,6 +96,8 @@ struct FileConfig {
     min_session_timeout_ms: Option<u64>,
     max_session_timeout_ms: Option<u64>,
     max_data_bytes: Option<usize>,
+    max_request_bytes: Option<usize>,
+    max_multi_ops: Option<usize>,
     snapshot_entries: Option<u64>,
     log_keep_entries: Option<u64>,
     max_batch: Option<usize>,
@@ -118,6 +127,8 @@ pub struct Config {
     pub min_session_timeout: Duration,
     pub max_session_timeout: Duration,
     pub max_data_bytes: usize,
+    pub max_request_bytes: usize,
+    pub max_multi_ops: usize,
     pub snapshot_entries: u64,
     pub log_keep_entries: u64,
     pub max_batch: usize,
@@ -262,6 +273,21 @@ impl Config {
         if max_data_bytes == 0 || max_data_bytes > 64 * 1024 * 1024 {
             return Err(bad("max_data_bytes must be between 1 and 67108864"));
         }
+        // Room for the largest data, the longest path and the framing.
+        let request_floor = max_data_bytes + crate::state::path::MAX_PATH_BYTES + 1024;
+        let max_request_bytes = args
+            .max_request_bytes
+            .or(file.max_request_bytes)
+            .unwrap_or(max_data_bytes + 32 * 1024);
+        if max_request_bytes < request_floor || max_request_bytes > 256 * 1024 * 1024 {
+            return Err(bad(format!(
+                "max_request_bytes must be between {request_floor} (max_data_bytes + the longest path + 1 KiB) and 268435456"
+            )));
+        }
+        let max_multi_ops = args.max_multi_ops.or(file.max_multi_ops).unwrap_or(10_000);
+        if max_multi_ops == 0 || max_multi_ops > 1_000_000 {
+            return Err(bad("max_multi_ops must be between 1 and 1000000"));
+        }
         let snapshot_entries = args.snapshot_entries.or(file.snapshot_entries).unwrap_or(100_000);
         let log_keep_entries = args.log_keep_entries.or(file.log_keep_entries).unwrap_or(10_000);
         if snapshot_entries == 0 {
@@ -291,6 +317,8 @@ impl Config {
             min_session_timeout: min_session,
             max_session_timeout: max_session,
             max_data_bytes,
+            max_request_bytes,
+            max_multi_ops,
             snapshot_entries,
             log_keep_entries,
             max_batch,

@@ -29,8 +29,16 @@ pub mod sessions;
 pub mod state;
 pub mod storage;
 
+/// What a node logs unless `RUST_LOG` says otherwise. openraft's per-RPC
+/// replication errors are off: a peer that is down would fill the log with
+/// several lines per retry; the peer network logs each peer going
+/// unreachable and coming back instead, once.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=off";
+
 /// Parses flags, starts the node and serves until a signal. Exit codes:
-/// 0 after a clean stop, 2 for a bad configuration, 1 for any other failure.
+/// 0 after a clean stop, 2 for a bad configuration, 1 for any other failure
+/// (a storage write that failed, a log shorter than acknowledged, ...).
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
     use std::process::ExitCode;
 
@@ -52,7 +60,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -64,7 +72,15 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(node::run(config)) {
+    let result = runtime.block_on(node::run(config));
+    if let Err(e @ node::StartError::Failed(_)) = &result {
+        // Fail-stop: exit now. Shutting the runtime down would drop the
+        // storage handles, whose final flush can hang on a broken disk.
+        eprintln!("ensemble-server: {e}");
+        std::process::exit(1);
+    }
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ node::StartError::Config(_)) => {
             eprintln!("ensemble-server: {e}");

@@ -13,8 +13,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = storage::open(dir.path()).expect("open sled");
-        let log = LogStore::new(db.clone()).expect("log trees");
-        let (sm, _shared, _events) = StateMachineStore::open(db)?;
+        let (mark, _) = storage::mark::Mark::open(&dir.path().join("mark")).expect("mark");
+        let log = LogStore::new(db.clone(), std::sync::Arc::new(mark)).expect("log trees");
+        let (sm, _shared, _events) = StateMachineStore::open(&db, dir.path())?;
         Ok((dir, log, sm))
     }
 }

@@ -188,6 +188,12 @@ impl Cluster {
 
     /// Starts (or restarts) node `id` with its data directory.
     pub fn start_node(&mut self, id: u64) {
+        self.start_node_with(id, &[]);
+    }
+
+    /// Starts (or restarts) node `id` with extra environment variables
+    /// (libfaketime's, say).
+    pub fn start_node_with(&mut self, id: u64, env: &[(String, String)]) {
         let o = self.options.clone();
         let peers = self.peers.clone();
         let node = &mut self.nodes[(id - 1) as usize];
@@ -217,7 +223,12 @@ impl Cluster {
             .arg("--log-keep-entries")
             .arg(o.log_keep_entries.to_string())
             .args(&o.extra_args)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("ENSEMBLE_TEST_RUST_LOG")
+                    .unwrap_or_else(|_| ensemble_server::DEFAULT_LOG_FILTER.into()),
+            )
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
@@ -261,6 +272,60 @@ impl Cluster {
             .find(|n| n.client_addr == endpoint)
             .map(|n| n.id)
             .expect("endpoint of this cluster")
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.node(id).data_dir.clone()
+    }
+
+    /// Moves node `id`'s data to `dir` (it must be stopped); it starts
+    /// from there from now on.
+    pub fn move_data_dir(&mut self, id: u64, dir: &Path) {
+        assert!(!self.is_running(id), "stop node {id} first");
+        let node = &mut self.nodes[(id - 1) as usize];
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", node.data_dir.display()))
+            .arg(dir)
+            .status()
+            .expect("cp");
+        assert!(status.success(), "copy the data of node {id}");
+        node.data_dir = dir.to_path_buf();
+    }
+
+    /// Waits until node `id` exits on its own; returns its exit code and
+    /// when it exited (None if still running after `within`).
+    pub async fn wait_exit(&mut self, id: u64, within: Duration) -> Option<(i32, Instant)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let node = &mut self.nodes[(id - 1) as usize];
+            if let Some(child) = node.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    node.child = None;
+                    return Some((status.code().unwrap_or(-1), Instant::now()));
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Node `id`'s log so far.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.node(id).log).unwrap_or_default()
+    }
+
+    /// Node `id`'s resident memory in KiB (from /proc), if it runs.
+    pub fn rss_kib(&self, id: u64) -> Option<u64> {
+        let pid = self.node(id).child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
     }
 
     /// Whether node `id` runs.
@@ -385,11 +450,17 @@ impl Cluster {
         }
     }
 
+    /// Prints the tail of every node's log (ENSEMBLE_TEST_LOG_TAIL lines,
+    /// default 40).
     fn print_logs(&self) {
+        let keep = std::env::var("ENSEMBLE_TEST_LOG_TAIL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(40);
         for n in &self.nodes {
             let text = std::fs::read_to_string(&n.log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
+            let tail = &lines[lines.len().saturating_sub(keep)..];
             eprintln!("---- node {} log tail ({}) ----", n.id, n.log.display());
             for l in tail {
                 eprintln!("{l}");
@@ -402,6 +473,20 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.print_logs();
+        }
+        // For debugging: ENSEMBLE_TEST_KEEP_LOGS=DIR keeps every node's log.
+        if let Some(keep) = std::env::var_os("ENSEMBLE_TEST_KEEP_LOGS") {
+            let name = self
+                .dir
+                .path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            let into = Path::new(&keep).join(name.unwrap_or_default());
+            if std::fs::create_dir_all(&into).is_ok() {
+                for n in &self.nodes {
+                    let _ = std::fs::copy(&n.log, into.join(format!("node{}.log", n.id)));
+                }
+            }
         }
         for id in 1..=self.nodes.len() as u64 {
             self.kill(id);
@@ -424,6 +509,11 @@ impl Holder {
         let _ = self.child.wait();
         Instant::now()
     }
+
+    /// Whether the holder still runs (it exits 3 when its session expires).
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
 }
 
 impl Drop for Holder {
@@ -431,6 +521,28 @@ impl Drop for Holder {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The environment that runs a process with its clocks moved by
+/// `offset` (libfaketime syntax, e.g. "+1h"), the monotonic clock too or
+/// not. Needs Debian's `faketime` package.
+pub fn faketime_env(offset: &str, fake_monotonic: bool) -> Vec<(String, String)> {
+    let lib = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("libfaketime is missing: install Debian's faketime package (apt-get install faketime)");
+    vec![
+        ("LD_PRELOAD".into(), lib.into()),
+        ("FAKETIME".into(), offset.into()),
+        (
+            "DONT_FAKE_MONOTONIC".into(),
+            if fake_monotonic { "0" } else { "1" }.into(),
+        ),
+    ]
 }
 
 /// Polls `check` every 20 ms until it holds or `within` passes; returns when it held.

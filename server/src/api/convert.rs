@@ -38,15 +38,6 @@ fn check_data(p: &str, data: &[u8], max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_version(p: &str, v: i32) -> Result<(), ApiError> {
-    if v < -1 {
-        return Err(ApiError::bad_arguments(format!(
-            "expected version {v} for {p} is invalid (use -1 for any)"
-        )));
-    }
-    Ok(())
-}
-
 /// (ephemeral, sequential) of a create mode number; unknown numbers are refused.
 pub fn create_mode(mode: i32) -> Result<(bool, bool), ApiError> {
     match pb::CreateMode::try_from(mode) {
@@ -75,7 +66,6 @@ pub fn create_op(p: String, data: Vec<u8>, mode: i32, max_data: usize) -> Result
 pub fn set_op(p: String, data: Vec<u8>, version: i32, max_data: usize) -> Result<Op, ApiError> {
     check_path(&p, false)?;
     check_data(&p, &data, max_data)?;
-    check_version(&p, version)?;
     Ok(Op::Set {
         path: p,
         data,
@@ -83,17 +73,16 @@ pub fn set_op(p: String, data: Vec<u8>, version: i32, max_data: usize) -> Result
     })
 }
 
-/// A checked delete op.
+/// A checked delete op. A version below -1 is not refused: as in
+/// ZooKeeper, it is an exact version that no znode has (`BAD_VERSION`).
 pub fn delete_op(p: String, version: i32) -> Result<Op, ApiError> {
     check_path(&p, false)?;
-    check_version(&p, version)?;
     Ok(Op::Delete { path: p, version })
 }
 
 /// A checked check op.
 pub fn check_op(p: String, version: i32) -> Result<Op, ApiError> {
     check_path(&p, false)?;
-    check_version(&p, version)?;
     Ok(Op::Check { path: p, version })
 }
 

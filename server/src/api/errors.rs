@@ -34,11 +34,13 @@ impl ApiError {
         Self::new(ErrorCode::BadArguments, message)
     }
 
-    /// The session is gone.
-    pub fn session_expired(session_id: u64) -> Self {
+    /// The call did not prove an open session: unknown, expired or closed,
+    /// or the secret is missing or wrong. One message for all, so a caller
+    /// without the secret learns nothing about which ids exist.
+    pub fn not_proven(session_id: u64) -> Self {
         Self::new(
             ErrorCode::SessionExpired,
-            format!("session 0x{session_id:x} has expired or was closed"),
+            format!("no open session 0x{session_id:x} with this secret (expired, closed, or never opened)"),
         )
     }
 

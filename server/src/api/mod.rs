@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod errors;
+pub mod limits;
 pub mod proposer;
 pub mod router;
 pub mod service;

@@ -80,10 +80,47 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Most bytes of commands one entry carries (one command goes whatever its
+/// size): entries stay small enough to replicate within a Raft heartbeat.
+const MAX_BATCH_BYTES: usize = crate::storage::log_store::MAX_APPEND_BYTES;
+
+/// The next batch: whatever is queued, up to `max_batch` commands and
+/// [`MAX_BATCH_BYTES`]; a command that would overflow it waits in `carry`.
+async fn next_batch(
+    rx: &mut mpsc::Receiver<Pending>,
+    carry: &mut Option<Pending>,
+    max_batch: usize,
+) -> Vec<Pending> {
+    let first = match carry.take() {
+        Some(p) => p,
+        None => match rx.recv().await {
+            Some(p) => p,
+            None => return Vec::new(),
+        },
+    };
+    let mut bytes = first.command.approx_bytes();
+    let mut batch = vec![first];
+    while batch.len() < max_batch {
+        let Ok(next) = rx.try_recv() else { break };
+        let size = next.command.approx_bytes();
+        if bytes + size > MAX_BATCH_BYTES {
+            *carry = Some(next);
+            break;
+        }
+        bytes += size;
+        batch.push(next);
+    }
+    batch
+}
+
 async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
-    let mut pending = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut pending, max_batch).await > 0 {
-        let (commands, replies): (Vec<_>, Vec<_>) = pending.drain(..).map(|p| (p.command, p.reply)).unzip();
+    let mut carry = None;
+    loop {
+        let pending = next_batch(&mut rx, &mut carry, max_batch).await;
+        if pending.is_empty() {
+            return;
+        }
+        let (commands, replies): (Vec<_>, Vec<_>) = pending.into_iter().map(|p| (p.command, p.reply)).unzip();
         let batch = Batch {
             time_ms: now_ms(),
             commands,

@@ -20,6 +20,7 @@ use super::convert;
 use super::errors::ApiError;
 use super::watches::{WatchKind, WatcherId};
 use crate::node::Node;
+use crate::state::sessions::Secret;
 use crate::state::tree::Tree;
 use crate::state::{Command, ErrorCode, Op, OpOutput, Outcome};
 
@@ -59,15 +60,18 @@ impl ClientService {
         ClientService { node }
     }
 
-    /// Checks that this node may serve the session: in touch with the
-    /// majority, caught up with the client, and the session open. Counts as
-    /// hearing from the session, even when the node then refuses: the client
-    /// is alive, and the leader should know once this node reaches it again.
+    /// Checks that this node may serve the session: the caller proved it
+    /// (the header's secret), the node is in touch with the majority and
+    /// caught up with the client, and the session is open. A proven call
+    /// counts as hearing from the session even when the node then refuses:
+    /// the client is alive, and the leader should know once this node
+    /// reaches it again. An unproven call touches nothing, and its refusal
+    /// does not say whether a session with that id exists.
     pub(super) async fn admit(&self, header: Option<&pb::RequestHeader>) -> Result<u64, ApiError> {
         let h = header_session(header)?;
         Span::current().record("session", field::display(format_args!("0x{:x}", h.session_id)));
-        // Any contact counts at once, before any waiting or refusing.
-        if self.node.shared.read().sessions.contains(h.session_id) {
+        // Any proven contact counts at once, before any waiting or refusing.
+        if self.proven(h) {
             self.node.activity.touch(h.session_id);
         }
         if !self.node.in_quorum() {
@@ -78,11 +82,21 @@ impl ClientService {
             .wait_applied(h.last_zxid, READ_CATCH_UP)
             .await
             .map_err(|e| ApiError::new(ErrorCode::OperationTimeout, e.to_string()))?;
-        if !self.node.shared.read().sessions.contains(h.session_id) {
-            return Err(ApiError::session_expired(h.session_id));
+        if !self.proven(h) {
+            return Err(ApiError::not_proven(h.session_id));
         }
         self.node.activity.touch(h.session_id);
         Ok(h.session_id)
+    }
+
+    /// Whether the session is open here and the header carries its secret.
+    fn proven(&self, h: &pb::RequestHeader) -> bool {
+        self.node
+            .shared
+            .read()
+            .sessions
+            .get(h.session_id)
+            .is_some_and(|s| s.secret.matches(&h.secret))
     }
 
     fn cut_off(&self) -> ApiError {
@@ -146,7 +160,7 @@ impl ClientService {
         let mut secret = vec![0u8; 16];
         rand::thread_rng().fill_bytes(&mut secret);
         let command = Command::CreateSession {
-            secret: secret.clone(),
+            secret: Secret::new(secret.clone()),
             timeout_ms,
         };
         match self.node.submit(command).await? {
@@ -165,6 +179,7 @@ impl ClientService {
                     secret,
                     timeout_ms,
                     zxid,
+                    max_request_bytes: self.max_request_bytes(),
                 })
             }
             (_, Outcome::Failed(f)) => Err(f.into()),
@@ -172,25 +187,25 @@ impl ClientService {
         }
     }
 
+    fn max_request_bytes(&self) -> u32 {
+        self.node.config.max_request_bytes.min(u32::MAX as usize) as u32
+    }
+
     pub(super) async fn handle_resume(
         &self,
-        req: pb::ResumeSessionRequest,
+        mut req: pb::ResumeSessionRequest,
     ) -> Result<pb::ResumeSessionResponse, ApiError> {
+        // The secret may come in the resume itself or in its header.
+        if let Some(h) = req.header.as_mut().filter(|_| !req.secret.is_empty()) {
+            h.secret = std::mem::take(&mut req.secret);
+        }
         let id = self.admit(req.header.as_ref()).await?;
         let state = self.node.shared.read();
-        let session = state
-            .sessions
-            .get(id)
-            .ok_or_else(|| ApiError::session_expired(id))?;
-        if session.secret != req.secret {
-            return Err(ApiError::new(
-                ErrorCode::SessionExpired,
-                format!("session 0x{id:x}: the secret does not match"),
-            ));
-        }
+        let session = state.sessions.get(id).ok_or_else(|| ApiError::not_proven(id))?;
         Ok(pb::ResumeSessionResponse {
             timeout_ms: session.timeout_ms,
             zxid: state.zxid(),
+            max_request_bytes: self.max_request_bytes(),
         })
     }
 
@@ -256,6 +271,13 @@ impl ClientService {
     }
 
     pub(super) async fn handle_multi(&self, req: pb::MultiRequest) -> Result<pb::MultiResponse, ApiError> {
+        let limit = self.node.config.max_multi_ops;
+        if req.ops.len() > limit {
+            return Err(ApiError::bad_arguments(format!(
+                "multi has {} ops; the limit is {limit} (max_multi_ops)",
+                req.ops.len()
+            )));
+        }
         let max = self.node.config.max_data_bytes;
         let ops = req
             .ops
@@ -278,6 +300,7 @@ impl ClientService {
     }
 
     pub(super) async fn handle_sync(&self, req: pb::SyncRequest) -> Result<pb::SyncResponse, ApiError> {
+        convert::check_path(&req.path, false)?;
         self.admit(req.header.as_ref()).await?;
         let (zxid, _) = self.node.submit(Command::Sync).await?;
         Ok(pb::SyncResponse { path: req.path, zxid })

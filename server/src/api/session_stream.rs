@@ -56,12 +56,20 @@ fn reply<T>(r: Result<T, ApiError>, wrap: fn(T) -> Resp) -> Resp {
     }
 }
 
-/// Pins a message's header to the stream's session, keeping the client's zxid.
-fn pin_header(header: &mut Option<pb::RequestHeader>, session_id: u64) {
+/// The session a stream was resumed for, and the secret that proved it.
+struct Bound {
+    session_id: u64,
+    secret: Vec<u8>,
+}
+
+/// Pins a message's header to the stream's session, keeping the client's
+/// zxid: whatever session a message names, it acts for the stream's.
+fn pin_header(header: &mut Option<pb::RequestHeader>, bound: &Bound) {
     let last_zxid = header.as_ref().map(|h| h.last_zxid).unwrap_or(0);
     *header = Some(pb::RequestHeader {
-        session_id,
+        session_id: bound.session_id,
         last_zxid,
+        secret: bound.secret.clone(),
     });
 }
 
@@ -75,21 +83,34 @@ async fn run(
         Ok(Some(m)) => m,
         _ => return,
     };
-    let (session_id, resumed) = match first.request {
+    let (bound, resumed) = match first.request {
         Some(Req::Resume(r)) => {
-            let sid = r.header.as_ref().map(|h| h.session_id).unwrap_or(0);
+            let header = r.header.clone().unwrap_or_default();
+            let secret = if r.secret.is_empty() {
+                header.secret
+            } else {
+                r.secret.clone()
+            };
+            let bound = Bound {
+                session_id: header.session_id,
+                secret,
+            };
             (
-                sid,
+                bound,
                 svc.handle_resume(r).instrument(span("resume_session", "")).await,
             )
         }
         _ => (
-            0,
+            Bound {
+                session_id: 0,
+                secret: Vec::new(),
+            },
             Err(ApiError::bad_arguments(
                 "the first message of a session stream must be resume",
             )),
         ),
     };
+    let session_id = bound.session_id;
     let ok = resumed.is_ok();
     let _ = tx
         .send(pb::SessionResponse {
@@ -105,13 +126,17 @@ async fn run(
 
     // Ordered work goes to one worker; heartbeats are answered at once.
     let (work_tx, mut work_rx) = mpsc::channel::<pb::SessionRequest>(1024);
+    let heartbeat_bound = Bound {
+        session_id,
+        secret: bound.secret.clone(),
+    };
     let worker = {
         let svc = svc.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Some(msg) = work_rx.recv().await {
                 let xid = msg.xid;
-                let (resp, last) = dispatch(&svc, session_id, watcher, msg).await;
+                let (resp, last) = dispatch(&svc, &bound, watcher, msg).await;
                 if tx
                     .send(pb::SessionResponse {
                         xid,
@@ -137,10 +162,21 @@ async fn run(
         }
         let msg = match inbound.message().await {
             Ok(Some(m)) => m,
-            _ => break,
+            Ok(None) => break,
+            Err(status) => {
+                // An oversized message ends the stream (tonic can not skip
+                // it), but the client learns why: nothing was applied.
+                if let Some(e) = super::limits::rewrite(&status, svc.node.config.max_request_bytes) {
+                    let _ = tx.try_send(pb::SessionResponse {
+                        xid: 0,
+                        response: Some(error_reply(e)),
+                    });
+                }
+                break;
+            }
         };
         if let Some(Req::Heartbeat(mut hb)) = msg.request {
-            pin_header(&mut hb.header, session_id);
+            pin_header(&mut hb.header, &heartbeat_bound);
             let r = svc.handle_heartbeat(hb).await;
             let _ = tx
                 .send(pb::SessionResponse {
@@ -163,7 +199,7 @@ async fn run(
 /// Handles one ordered request; `true` when the stream should end after it.
 async fn dispatch(
     svc: &ClientService,
-    session_id: u64,
+    bound: &Bound,
     watcher: WatcherId,
     msg: pb::SessionRequest,
 ) -> (Resp, bool) {
@@ -176,17 +212,17 @@ async fn dispatch(
             false,
         ),
         Req::Heartbeat(mut r) => {
-            pin_header(&mut r.header, session_id);
+            pin_header(&mut r.header, bound);
             (reply(svc.handle_heartbeat(r).await, Resp::Heartbeat), false)
         }
         Req::Close(mut r) => {
-            pin_header(&mut r.header, session_id);
+            pin_header(&mut r.header, bound);
             let result = svc.handle_close(r).instrument(span("close_session", "")).await;
             let closed = result.is_ok();
             (reply(result, Resp::Close), closed)
         }
         Req::Create(mut r) => {
-            pin_header(&mut r.header, session_id);
+            pin_header(&mut r.header, bound);
             let s = span("create", &r.path);
             (
                 reply(svc.handle_create(r).instrument(s).await, Resp::Create),
@@ -194,7 +230,7 @@ async fn dispatch(
             )
         }
         Req::Get(mut r) => {
-            pin_header(&mut r.header, session_id);
+            pin_header(&mut r.header, bound);
             let s = span("get", &r.path);
             (
                 reply(svc.handle_get(r, Some(watcher)).instrument(s).await, Resp::Get),
@@ -202,12 +238,12 @@ async fn dispatch(
             )
         }
         Req::Set(mut r) => {
-            pin_header(&mut r.header, session_id);
+            pin_header(&mut r.header, bound);
             let s = span("set", &r.path);
             (reply(svc.handle_set(r).instrument(s).await, Resp::Set), false)
         }
         Req::Delete(mut r) => {
-            pin_header(&mut r.header, session_id);
+            pin_header(&mut r.header, bound);
             let s = span("delete", &r.path);
             (
                 reply(svc.handle_delete(r).instrument(s).await, Resp::Delete),
@@ -215,7 +251,7 @@ async fn dispatch(
             )
         }
         Req::Exists(mut r) => {
-            pin_header(&mut r.header, session_id);
+            pin_header(&mut r.header, bound);
             let s = span("exists", &r.path);
             (
                 reply(
@@ -226,7 +262,7 @@ async fn dispatch(
             )
         }
         Req::Children(mut r) => {
-            pin_header(&mut r.header, session_id);
+            pin_header(&mut r.header, bound);
             let s = span("children", &r.path);
             (
                 reply(
@@ -237,7 +273,7 @@ async fn dispatch(
             )
         }
         Req::Multi(mut r) => {
-            pin_header(&mut r.header, session_id);
+            pin_header(&mut r.header, bound);
             (
                 reply(
                     svc.handle_multi(r).instrument(span("multi", "")).await,
@@ -247,7 +283,7 @@ async fn dispatch(
             )
         }
         Req::Sync(mut r) => {
-            pin_header(&mut r.header, session_id);
+            pin_header(&mut r.header, bound);
             let s = span("sync", &r.path);
             (reply(svc.handle_sync(r).instrument(s).await, Resp::Sync), false)
         }

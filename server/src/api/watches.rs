@@ -15,7 +15,7 @@ use ensemble_proto::v1 as pb;
 use tokio::sync::mpsc;
 
 use crate::state::store::ChangeListener;
-use crate::state::{path, Change, ChangeKind, ZState};
+use crate::state::{Change, ChangeKind, ZState};
 
 /// Identifies one session stream on this node.
 pub type WatcherId = u64;
@@ -46,6 +46,10 @@ struct Inner {
     next_id: WatcherId,
     watchers: HashMap<WatcherId, Watcher>,
     by_path: HashMap<(String, WatchKind), HashSet<WatcherId>>,
+    /// The paths that have a recursive watch (also in `by_path`), so a
+    /// change looks only at those instead of hashing every ancestor of a
+    /// path that may be thousands of levels deep.
+    recursive: HashSet<String>,
     /// Recent changes, oldest first.
     history: VecDeque<Change>,
     /// Changes at or below this zxid may be missing from the history.
@@ -93,18 +97,9 @@ fn one_shot(kind: WatchKind) -> bool {
     matches!(kind, WatchKind::Data | WatchKind::Exist | WatchKind::Child)
 }
 
-/// Every prefix path of `p`, itself included: "/a/b" → "/a/b", "/a", "/".
-fn ancestors(p: &str) -> impl Iterator<Item = &str> {
-    let mut next = Some(p);
-    std::iter::from_fn(move || {
-        let cur = next?;
-        next = if cur == "/" {
-            None
-        } else {
-            Some(path::split(cur).0)
-        };
-        Some(cur)
-    })
+/// Whether `p` is `root` or lies under it.
+fn is_under(p: &str, root: &str) -> bool {
+    root == "/" || p == root || (p.starts_with(root) && p.as_bytes().get(root.len()) == Some(&b'/'))
 }
 
 impl Inner {
@@ -122,13 +117,32 @@ impl Inner {
             }
         }
         if change.kind != ChangeKind::ChildrenChanged {
-            for p in ancestors(&change.path) {
-                if let Some(set) = self.by_path.get(&(p.to_string(), WatchKind::Recursive)) {
+            for r in self.recursive.iter().filter(|r| is_under(&change.path, r)) {
+                if let Some(set) = self.by_path.get(&(r.clone(), WatchKind::Recursive)) {
                     out.extend(set.iter().copied());
                 }
             }
         }
         out
+    }
+
+    /// Adds a watch.
+    fn insert(&mut self, path: &str, kind: WatchKind, id: WatcherId) {
+        if kind == WatchKind::Recursive {
+            self.recursive.insert(path.to_string());
+        }
+        self.by_path
+            .entry((path.to_string(), kind))
+            .or_default()
+            .insert(id);
+    }
+
+    /// Forgets a watch key that has no watcher left.
+    fn forget_key(&mut self, key: &(String, WatchKind)) {
+        self.by_path.remove(key);
+        if key.1 == WatchKind::Recursive {
+            self.recursive.remove(&key.0);
+        }
     }
 
     fn send(&self, id: WatcherId, msg: pb::SessionResponse) {
@@ -190,16 +204,16 @@ impl WatchHub {
             set.remove(&id);
             !set.is_empty()
         });
+        let Inner {
+            by_path, recursive, ..
+        } = &mut *inner;
+        recursive.retain(|p| by_path.contains_key(&(p.clone(), WatchKind::Recursive)));
     }
 
     /// Adds a watch. Call it while holding the state's read lock, right
     /// after the read it belongs to, so no change slips in between.
     pub fn add(&self, id: WatcherId, path: &str, kind: WatchKind) {
-        self.lock()
-            .by_path
-            .entry((path.to_string(), kind))
-            .or_default()
-            .insert(id);
+        self.lock().insert(path, kind, id);
     }
 
     /// Removes the stream's watches of these kinds on a path; true if any was there.
@@ -211,7 +225,7 @@ impl WatchHub {
             if let Some(set) = inner.by_path.get_mut(&key) {
                 removed |= set.remove(&id);
                 if set.is_empty() {
-                    inner.by_path.remove(&key);
+                    inner.forget_key(&key);
                 }
             }
         }
@@ -231,25 +245,13 @@ impl WatchHub {
                 Some(n) if n.stat.mzxid > since => {
                     inner.send(id, event_message(pb::EventType::NodeDataChanged, p, n.stat.mzxid))
                 }
-                Some(_) => {
-                    inner
-                        .by_path
-                        .entry((p.clone(), WatchKind::Data))
-                        .or_default()
-                        .insert(id);
-                }
+                Some(_) => inner.insert(p, WatchKind::Data, id),
             }
         }
         for p in &req.exist {
             match state.tree.get(p) {
                 Some(n) => inner.send(id, event_message(pb::EventType::NodeCreated, p, n.stat.czxid)),
-                None => {
-                    inner
-                        .by_path
-                        .entry((p.clone(), WatchKind::Exist))
-                        .or_default()
-                        .insert(id);
-                }
+                None => inner.insert(p, WatchKind::Exist, id),
             }
         }
         for p in &req.children {
@@ -259,13 +261,7 @@ impl WatchHub {
                     id,
                     event_message(pb::EventType::NodeChildrenChanged, p, n.stat.pzxid),
                 ),
-                Some(_) => {
-                    inner
-                        .by_path
-                        .entry((p.clone(), WatchKind::Child))
-                        .or_default()
-                        .insert(id);
-                }
+                Some(_) => inner.insert(p, WatchKind::Child, id),
             }
         }
         let complete = inner.forgotten_through <= since;
@@ -274,7 +270,7 @@ impl WatchHub {
             (&req.persistent_recursive, WatchKind::Recursive),
         ] {
             for p in paths {
-                inner.by_path.entry((p.clone(), kind)).or_default().insert(id);
+                inner.insert(p, kind, id);
                 if !complete {
                     inner.send(id, event_message(pb::EventType::Resync, p, now));
                 }
@@ -289,7 +285,7 @@ impl WatchHub {
                     let exact = kinds_on_path(c.kind).contains(&WatchKind::Persistent)
                         && req.persistent.contains(&c.path);
                     let under = c.kind != ChangeKind::ChildrenChanged
-                        && ancestors(&c.path).any(|a| req.persistent_recursive.iter().any(|r| r == a));
+                        && req.persistent_recursive.iter().any(|r| is_under(&c.path, r));
                     exact || under
                 })
                 .map(|c| (event_type(c.kind), c.path.clone(), c.zxid))
@@ -372,6 +368,25 @@ mod tests {
             !hub.remove(id, "/a", &[WatchKind::Data]),
             "the one-shot was used up"
         );
+    }
+
+    #[test]
+    fn recursive_watches_see_their_subtree_only() {
+        let hub = WatchHub::new(100, 0);
+        let (tx, mut rx) = mpsc::channel(100);
+        let (id, _) = hub.add_watcher(tx);
+        hub.add(id, "/a", WatchKind::Recursive);
+        hub.on_changes(&[
+            change(1, "/a/b/c", ChangeKind::Created),
+            change(2, "/ab", ChangeKind::Created),
+            change(3, "/a", ChangeKind::DataChanged),
+            change(4, "/a/b", ChangeKind::ChildrenChanged),
+        ]);
+        let paths: Vec<String> = events(&mut rx).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(paths, vec!["/a/b/c", "/a"]);
+        assert!(hub.remove(id, "/a", &[WatchKind::Recursive]));
+        hub.on_changes(&[change(5, "/a/x", ChangeKind::Created)]);
+        assert!(events(&mut rx).is_empty());
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! openraft for Raft RPCs and by this node for forwarding writes and session
 //! touches to the leader.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ensemble_proto::peer::peer_client::PeerClient;
 use ensemble_proto::peer::Payload;
@@ -17,6 +17,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
 
 use super::{NodeId, PeerNode, TypeConfig};
 
@@ -38,9 +39,37 @@ pub enum PeerError {
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    /// Peers whose last Raft call failed, to log each change once.
+    down: Arc<Mutex<HashSet<NodeId>>>,
+    /// When each peer last answered a Raft call.
+    answered: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
 impl Peers {
+    /// Records how a Raft call to a peer went; logs when a peer goes
+    /// unreachable and when it answers again.
+    fn outcome(&self, id: NodeId, failure: Option<&dyn std::fmt::Display>) {
+        if failure.is_none() {
+            self.answered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, Instant::now());
+        }
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        match failure {
+            Some(why) if down.insert(id) => warn!(peer = id, %why, "peer unreachable; retrying"),
+            None if down.remove(&id) => info!(peer = id, "peer reachable again"),
+            _ => {}
+        }
+    }
+
+    /// How many of these peers answered a Raft call within `within`.
+    pub fn answered_within(&self, ids: impl Iterator<Item = NodeId>, within: Duration) -> usize {
+        let answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        ids.filter(|id| answered.get(id).is_some_and(|at| at.elapsed() <= within))
+            .count()
+    }
+
     /// A client for the peer; reuses its channel unless its address changed.
     pub fn client(&self, id: NodeId, addr: &str) -> Result<PeerClient<Channel>, PeerError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
@@ -83,6 +112,12 @@ pub fn decode<T: DeserializeOwned>(p: &Payload) -> Result<T, bincode::Error> {
 #[derive(Clone)]
 pub struct Network {
     pub peers: Peers,
+    /// How long the leader waits before calling an unreachable peer again.
+    /// Short (one Raft heartbeat): a follower that restarts must hear from
+    /// the leader before its election timeout, or it stands for election
+    /// and unseats a healthy leader (openraft's default is 500 ms, as long
+    /// as our shortest election timeout).
+    pub retry: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -92,6 +127,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             target,
             client: self.peers.client(target, &node.peer_addr),
+            peers: self.peers.clone(),
+            retry: self.retry,
+            inflight: None,
         }
     }
 }
@@ -100,44 +138,83 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Connection {
     target: NodeId,
     client: Result<PeerClient<Channel>, PeerError>,
+    peers: Peers,
+    retry: Duration,
+    inflight: Option<InFlight>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, PeerNode, RaftError<NodeId, E>>>;
 
+/// How long one Raft call may take on the wire: openraft's own limit, plus
+/// time for its bytes (1 s per MiB: a loaded disk flushes a MiB in a few
+/// hundred ms). openraft gives every AppendEntries one heartbeat interval,
+/// whatever it carries; a big payload on a busy disk misses that, and a
+/// follower far behind would then never catch up.
+fn payload_timeout(hard_ttl: Duration, bytes: usize) -> Duration {
+    hard_ttl + Duration::from_millis((bytes as u64 * 1000) >> 20)
+}
+
+/// The AppendEntries a connection has on the wire: openraft may stop
+/// waiting for it (its time limit is one heartbeat interval), but the call
+/// goes on, and openraft's retry of the same entries waits for it instead
+/// of sending them again.
+struct InFlight {
+    /// The leader's vote, the previous log id and the last entry's id.
+    key: String,
+    task: tokio::task::JoinHandle<RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible>>,
+}
+
+/// One call to a peer, with its own time limit.
+async fn call<Resp, E>(
+    mut client: PeerClient<Channel>,
+    peers: Peers,
+    target: NodeId,
+    method: Method,
+    payload: Payload,
+    timeout: Duration,
+) -> RpcResult<Resp, E>
+where
+    Resp: DeserializeOwned,
+    E: std::error::Error + DeserializeOwned,
+{
+    let mut request = tonic::Request::new(payload);
+    request.set_timeout(timeout);
+    let reply = match method {
+        Method::AppendEntries => client.append_entries(request).await,
+        Method::Vote => client.vote(request).await,
+        Method::InstallSnapshot => client.install_snapshot(request).await,
+    };
+    let reply = match reply {
+        Ok(r) => {
+            peers.outcome(target, None);
+            r.into_inner()
+        }
+        Err(status) => {
+            peers.outcome(target, Some(&status.message()));
+            if status.code() == tonic::Code::Unavailable {
+                return Err(RPCError::Unreachable(Unreachable::new(&status)));
+            }
+            return Err(RPCError::Network(NetworkError::new(&status)));
+        }
+    };
+    let result: Result<Resp, RaftError<NodeId, E>> =
+        decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+}
+
 impl Connection {
-    async fn call<Req, Resp, E>(
-        &mut self,
-        method: Method,
+    /// The channel and the encoded request of one call.
+    #[allow(clippy::type_complexity)]
+    fn prepare<Req: Serialize, E: std::error::Error>(
+        &self,
         req: &Req,
-        option: &RPCOption,
-    ) -> RpcResult<Resp, E>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        let client = match &mut self.client {
-            Ok(c) => c,
+    ) -> Result<(PeerClient<Channel>, Payload), RPCError<NodeId, PeerNode, RaftError<NodeId, E>>> {
+        let client = match &self.client {
+            Ok(c) => c.clone(),
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
         };
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(payload);
-        request.set_timeout(option.hard_ttl());
-        let reply = match method {
-            Method::AppendEntries => client.append_entries(request).await,
-            Method::Vote => client.vote(request).await,
-            Method::InstallSnapshot => client.install_snapshot(request).await,
-        };
-        let reply = match reply {
-            Ok(r) => r.into_inner(),
-            Err(status) if status.code() == tonic::Code::Unavailable => {
-                return Err(RPCError::Unreachable(Unreachable::new(&status)))
-            }
-            Err(status) => return Err(RPCError::Network(NetworkError::new(&status))),
-        };
-        let result: Result<Resp, RaftError<NodeId, E>> =
-            decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        Ok((client, payload))
     }
 }
 
@@ -153,7 +230,36 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call(Method::AppendEntries, &rpc, &option).await
+        let key = format!(
+            "{} {:?} {:?}",
+            rpc.vote,
+            rpc.prev_log_id,
+            rpc.entries.last().map(|e| e.log_id)
+        );
+        if self.inflight.as_ref().is_none_or(|f| f.key != key) {
+            let (client, payload) = self.prepare(&rpc)?;
+            let timeout = payload_timeout(option.hard_ttl(), payload.data.len());
+            let task = tokio::spawn(call(
+                client,
+                self.peers.clone(),
+                self.target,
+                Method::AppendEntries,
+                payload,
+                timeout,
+            ));
+            // A call for other entries may still be on the wire: it goes on
+            // alone, and its answer is dropped.
+            self.inflight = Some(InFlight { key, task });
+        }
+        let Some(inflight) = self.inflight.as_mut() else {
+            return Err(RPCError::Network(NetworkError::new(&std::io::Error::other(
+                "no call in flight",
+            ))));
+        };
+        // If openraft stops waiting here, the call stays in flight.
+        let result = (&mut inflight.task).await;
+        self.inflight = None;
+        result.unwrap_or_else(|e| Err(RPCError::Network(NetworkError::new(&e))))
     }
 
     async fn install_snapshot(
@@ -161,7 +267,17 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(Method::InstallSnapshot, &rpc, &option).await
+        let (client, payload) = self.prepare(&rpc)?;
+        let (peers, timeout) = (self.peers.clone(), option.hard_ttl());
+        call(
+            client,
+            peers,
+            self.target,
+            Method::InstallSnapshot,
+            payload,
+            timeout,
+        )
+        .await
     }
 
     async fn vote(
@@ -169,6 +285,12 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.call(Method::Vote, &rpc, &option).await
+        let (client, payload) = self.prepare(&rpc)?;
+        let (peers, timeout) = (self.peers.clone(), option.hard_ttl());
+        call(client, peers, self.target, Method::Vote, payload, timeout).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(self.retry))
     }
 }

@@ -14,17 +14,23 @@ use super::network::{decode, encode};
 use super::{NodeId, TypeConfig};
 use crate::api::proposer::Proposed;
 use crate::node::Node;
+use crate::sessions::manager::Report;
 use crate::state::Command;
 
 /// Serves peers.
 pub struct PeerService {
     node: Arc<Node>,
+    /// When a snapshot chunk last refreshed the leader's lease here.
+    lease_refreshed: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl PeerService {
     /// A service for this node.
     pub fn new(node: Arc<Node>) -> Self {
-        PeerService { node }
+        PeerService {
+            node,
+            lease_refreshed: Default::default(),
+        }
     }
 }
 
@@ -42,12 +48,12 @@ fn reply<T: serde::Serialize>(v: &T) -> Result<Response<Payload>, Status> {
 impl Peer for PeerService {
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req: AppendEntriesRequest<TypeConfig> = decode(request.get_ref()).map_err(bad_payload)?;
-        let leader_term = req.vote.leader_id().term;
-        let result = self.node.raft.append_entries(req).await;
-        if result.is_ok() && leader_term >= self.node.raft.metrics().borrow().current_term {
+        // Contact counts when the leader's call arrives, not when a big
+        // append is flushed: a slow disk does not cut a follower off.
+        if req.vote.leader_id().term >= self.node.raft.metrics().borrow().current_term {
             self.node.note_leader_contact();
         }
-        reply(&result)
+        reply(&self.node.raft.append_entries(req).await)
     }
 
     async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
@@ -55,10 +61,55 @@ impl Peer for PeerService {
         reply(&self.node.raft.vote(req).await)
     }
 
+    /// A chunk of the leader's snapshot. openraft takes chunks outside its
+    /// core and the leader sends nothing else meanwhile, so a follower
+    /// receiving (or installing) a big snapshot would hear no leader for
+    /// seconds and stand for election. While a chunk is handled, the core
+    /// hears the leader's vote every heartbeat interval instead: an empty
+    /// AppendEntries from the very start of the log, which changes nothing
+    /// but refreshes the leader's lease.
     async fn install_snapshot(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req: InstallSnapshotRequest<TypeConfig> = decode(request.get_ref()).map_err(bad_payload)?;
         self.node.note_leader_contact();
-        reply(&self.node.raft.install_snapshot(req).await)
+        let keepalive = {
+            let node = self.node.clone();
+            let last = self.lease_refreshed.clone();
+            let vote = req.vote;
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(node.config.heartbeat);
+                loop {
+                    every.tick().await;
+                    // Chunks come faster than heartbeats: one refresh per interval.
+                    let due = {
+                        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+                        let due = last.is_none_or(|t| t.elapsed() >= node.config.heartbeat);
+                        if due {
+                            *last = Some(Instant::now());
+                        }
+                        due
+                    };
+                    if !due {
+                        continue;
+                    }
+                    let alive = AppendEntriesRequest::<TypeConfig> {
+                        vote,
+                        prev_log_id: None,
+                        leader_commit: None,
+                        entries: Vec::new(),
+                    };
+                    // Not awaited: while a snapshot is being installed the
+                    // core answers only afterwards, but it takes the lease
+                    // on arrival.
+                    let raft = node.raft.clone();
+                    tokio::spawn(async move {
+                        let _ = raft.append_entries(alive).await;
+                    });
+                }
+            })
+        };
+        let result = self.node.raft.install_snapshot(req).await;
+        keepalive.abort();
+        reply(&result)
     }
 
     /// Proposes a follower's commands in order; one result per command.
@@ -87,18 +138,15 @@ impl Peer for PeerService {
             .into_iter()
             .map(|(id, age)| (id, now.checked_sub(Duration::from_millis(age)).unwrap_or(now)))
             .collect();
-        let _ = self.node.reported.send(at);
+        let _ = self.node.reported.send(Report::Touches(at));
         reply(&true)
     }
 
-    /// How long ago this node applied each named session's latest heartbeat.
+    /// A new leader's report round: the freshest sign of life this node
+    /// holds of every session, as ages in ms (the request names the asker).
     async fn notes(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let ids: Vec<u64> = decode(request.get_ref()).map_err(bad_payload)?;
-        let notes = self.node.shared.notes();
-        let ages: Vec<(u64, u64)> = ids
-            .into_iter()
-            .filter_map(|id| notes.get(&id).map(|t| (id, t.elapsed().as_millis() as u64)))
-            .collect();
-        reply(&ages)
+        let asker: NodeId = decode(request.get_ref()).map_err(bad_payload)?;
+        debug!(asker, "report round");
+        reply(&self.node.evidence())
     }
 }

@@ -56,6 +56,17 @@ impl Activity {
             .collect()
     }
 
+    /// Every recorded touch as (id, age in ms), reported or not.
+    pub fn ages(&self) -> Vec<(u64, u64)> {
+        let now = Instant::now();
+        self.heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, h)| (*id, now.duration_since(h.at).as_millis() as u64))
+            .collect()
+    }
+
     /// Marks every recent touch unreported again (a report to the leader failed).
     pub fn mark_all_dirty(&self) {
         for h in self.heard.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {

@@ -12,9 +12,19 @@ use std::time::{Duration, Instant};
 
 struct Tracked {
     timeout: Duration,
-    last_heard: Instant,
+    /// The sign of life the leader started from: an apply-time note (or the
+    /// moment it took office); replaced when a report round knows better.
+    baseline: Instant,
+    /// The latest touch by a client of any node, reported since.
+    touched: Option<Instant>,
     last_replicated: Instant,
     bucket: u64,
+}
+
+impl Tracked {
+    fn last_heard(&self) -> Instant {
+        self.touched.map_or(self.baseline, |t| t.max(self.baseline))
+    }
 }
 
 /// Deadlines of every session, as the leader sees them.
@@ -72,7 +82,8 @@ impl ExpiryTracker {
             id,
             Tracked {
                 timeout,
-                last_heard: heard,
+                baseline: heard,
+                touched: None,
                 last_replicated: heard,
                 bucket: u64::MAX,
             },
@@ -85,12 +96,26 @@ impl ExpiryTracker {
         let Some(t) = self.sessions.get_mut(&id) else {
             return;
         };
-        if heard <= t.last_heard {
+        if t.touched.is_some_and(|at| heard <= at) {
             return;
         }
-        t.last_heard = heard;
-        let deadline = heard + t.timeout;
-        self.unreplicated.insert(id);
+        let news = heard > t.last_heard();
+        t.touched = Some(heard);
+        let deadline = t.last_heard() + t.timeout;
+        if news {
+            self.unreplicated.insert(id);
+        }
+        self.place(id, deadline);
+    }
+
+    /// Replaces the session's baseline (earlier or later) with better
+    /// evidence; touches stay.
+    pub fn rebase(&mut self, id: u64, baseline: Instant) {
+        let Some(t) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        t.baseline = baseline;
+        let deadline = t.last_heard() + t.timeout;
         self.place(id, deadline);
     }
 
@@ -125,7 +150,7 @@ impl ExpiryTracker {
                 return false;
             };
             if now.saturating_duration_since(t.last_replicated) >= t.timeout / 3 {
-                t.last_replicated = t.last_heard;
+                t.last_replicated = t.last_heard();
                 due.push(*id);
                 false
             } else {
@@ -193,6 +218,25 @@ mod tests {
         assert!(tr.due_heartbeats(t0 + Duration::from_millis(1200)).is_empty());
         assert!(tr.expired(t0 + T + TICK, T).is_empty());
         assert_eq!(tr.expired(t0 + T + Duration::from_millis(700), T), vec![1]);
+    }
+
+    #[test]
+    fn a_rebase_moves_the_deadline_either_way_but_touches_stay() {
+        let mut tr = ExpiryTracker::new(TICK);
+        let t0 = Instant::now();
+        tr.add(1, T, t0 + Duration::from_millis(2000));
+        tr.rebase(1, t0);
+        assert_eq!(
+            tr.expired(t0 + T + TICK, T),
+            vec![1],
+            "earlier baseline, earlier deadline"
+        );
+        let mut tr = ExpiryTracker::new(TICK);
+        tr.add(2, T, t0);
+        tr.touch(2, t0 + Duration::from_millis(1000));
+        tr.rebase(2, t0 - Duration::from_millis(500));
+        assert!(tr.expired(t0 + T + TICK, T).is_empty(), "the touch still holds");
+        assert_eq!(tr.expired(t0 + T + Duration::from_millis(1200), T), vec![2]);
     }
 
     #[test]

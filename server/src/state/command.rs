@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::ErrorCode;
+use super::sessions::Secret;
 use super::tree::Stat;
 
 /// The payload of one Raft log entry.
@@ -25,9 +26,9 @@ pub enum Command {
     /// Opens a session. Its id is derived from the entry's log index and the
     /// command's position, so it is the same on every replica and never reused.
     CreateSession {
-        /// Random bytes made by the proposing node; a resume must present them.
-        #[serde(with = "serde_bytes")]
-        secret: Vec<u8>,
+        /// Random bytes made by the proposing node; every call of the
+        /// session's client must present them.
+        secret: Secret,
         /// Already clamped into the cluster's [min, max].
         timeout_ms: u32,
     },
@@ -45,6 +46,21 @@ pub enum Command {
     },
     /// Changes nothing; a follower that has applied it has caught up with the leader.
     Sync,
+}
+
+impl Command {
+    /// About how many bytes the command takes in a log entry: what group
+    /// commit bounds an entry by.
+    pub fn approx_bytes(&self) -> usize {
+        const FIXED: usize = 32;
+        match self {
+            Command::CreateSession { .. } | Command::CloseSession { .. } | Command::Sync => FIXED,
+            Command::Heartbeats { session_ids } | Command::ExpireSessions { session_ids } => {
+                FIXED + 8 * session_ids.len()
+            }
+            Command::Txn { ops, .. } => FIXED + ops.iter().map(Op::approx_bytes).sum::<usize>(),
+        }
+    }
 }
 
 /// A znode operation.
@@ -69,6 +85,16 @@ pub enum Op {
     },
     /// Removes a childless znode if the version matches (-1: any).
     Delete { path: String, version: i32 },
+}
+
+impl Op {
+    fn approx_bytes(&self) -> usize {
+        const FIXED: usize = 16;
+        match self {
+            Op::Check { path, .. } | Op::Delete { path, .. } => FIXED + path.len(),
+            Op::Create { path, data, .. } | Op::Set { path, data, .. } => FIXED + path.len() + data.len(),
+        }
+    }
 }
 
 /// What one op of a successful [`Command::Txn`] produced.

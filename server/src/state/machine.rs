@@ -301,6 +301,7 @@ mod tests {
 
     use super::*;
     use crate::raft::Entry;
+    use crate::state::sessions::Secret;
 
     fn entry(index: u64, commands: Vec<Command>) -> Entry {
         Entry {
@@ -340,7 +341,7 @@ mod tests {
             state,
             index,
             vec![Command::CreateSession {
-                secret: vec![1],
+                secret: Secret::new(vec![1]),
                 timeout_ms: 5000,
             }],
         )[0]
@@ -415,10 +416,54 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_multi_of_thousands_of_ops_leaves_no_trace() {
+        let mut s = ZState::default();
+        let a = open_session(&mut s, 1);
+        apply(
+            &mut s,
+            2,
+            vec![txn(
+                a,
+                vec![create("/p", false, false), create("/p/x", false, false)],
+                true,
+            )],
+        );
+        let before = s.clone();
+        let mut ops: Vec<Op> = (0..5000)
+            .map(|i| create(&format!("/p/c{i}"), i % 2 == 0, false))
+            .collect();
+        ops.extend([
+            Op::Set {
+                path: "/p/x".into(),
+                data: b"new".to_vec(),
+                version: -1,
+            },
+            Op::Delete {
+                path: "/p/x".into(),
+                version: -1,
+            },
+            create("/p/", false, true),
+            create("/p/x", true, false),
+            Op::Check {
+                path: "/p".into(),
+                version: 99,
+            },
+        ]);
+        let out = apply(&mut s, 3, vec![txn(a, ops, true)]);
+        match &out[0] {
+            Outcome::Failed(f) => assert_eq!((f.code, f.op_index), (ErrorCode::BadVersion, Some(5004))),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.tree, before.tree);
+        assert_eq!(s.sessions, before.sessions);
+        assert_eq!(s.tree.get("/p").map(|p| p.child_seq), Some(1));
+    }
+
+    #[test]
     fn same_log_gives_same_state() {
         let log: Vec<Vec<Command>> = vec![
             vec![Command::CreateSession {
-                secret: vec![7],
+                secret: Secret::new(vec![7]),
                 timeout_ms: 3000,
             }],
             vec![txn(
@@ -461,6 +506,7 @@ mod change_tests {
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
+    use crate::state::sessions::Secret;
 
     #[test]
     fn every_op_reports_its_changes() {
@@ -474,7 +520,7 @@ mod change_tests {
             &e(
                 1,
                 vec![Command::CreateSession {
-                    secret: vec![],
+                    secret: Secret::new(vec![]),
                     timeout_ms: 1000,
                 }],
             ),

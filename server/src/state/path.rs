@@ -1,35 +1,74 @@
-//! Znode path rules, as ZooKeeper's: absolute, no trailing slash, no empty,
-//! `.` or `..` component, no NUL. A sequential create may end in `/`.
+//! Znode path rules, exactly as ZooKeeper's `PathUtils.validatePath`:
+//! absolute, no trailing slash, no empty, `.` or `..` component, and none of
+//! the characters ZooKeeper refuses (NUL, U+0001–U+001F, U+007F–U+009F,
+//! U+D800–U+F8FF, U+FFF0–U+FFFF, and, since Java sees them as surrogate
+//! pairs, everything outside the Basic Multilingual Plane). A sequential
+//! create is checked with its 10-digit suffix in place, as ZooKeeper's
+//! server does, so `/a/` and `/a/.` are legal prefixes. Paths are also
+//! bounded in length, so the cost of one request stays bounded.
 
-/// Checks a path; the error says what is wrong with it.
+/// Longest path accepted, in bytes (UTF-8). ZooKeeper bounds paths only by
+/// its request size; 16 KiB leaves room for a 1 000-deep tree of
+/// 15-character names while keeping one znode's key small.
+pub const MAX_PATH_BYTES: usize = 16 * 1024;
+
+/// What a sequential create's suffix looks like to the rules (any ten digits
+/// validate alike).
+const SEQUENTIAL_SUFFIX: &str = "0000000000";
+
+/// Whether ZooKeeper refuses this character in a path (NUL aside).
+fn forbidden(c: char) -> bool {
+    matches!(c,
+        '\u{1}'..='\u{1f}'
+        | '\u{7f}'..='\u{9f}'
+        | '\u{e000}'..='\u{f8ff}'
+        | '\u{fff0}'..='\u{ffff}'
+        | '\u{10000}'..)
+}
+
+/// Checks a path; the error says what is wrong with it and where.
 pub fn validate(path: &str, sequential: bool) -> Result<(), String> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(format!(
+            "path of {} bytes is longer than the limit of {MAX_PATH_BYTES} bytes",
+            path.len()
+        ));
+    }
+    if sequential {
+        return check(&format!("{path}{SEQUENTIAL_SUFFIX}"), path);
+    }
+    check(path, path)
+}
+
+/// Checks `path`; errors quote `shown` (the path as the client sent it).
+fn check(path: &str, shown: &str) -> Result<(), String> {
     if path.is_empty() {
         return Err("path is empty".into());
     }
     if !path.starts_with('/') {
-        return Err(format!("path {path:?} is not absolute (must start with '/')"));
-    }
-    if path.contains('\0') {
-        return Err(format!("path {path:?} contains a NUL character"));
+        return Err(format!("path {shown:?} is not absolute (must start with '/')"));
     }
     if path == "/" {
         return Ok(());
     }
-    let body = if sequential && path.ends_with('/') {
-        &path[1..path.len() - 1]
-    } else {
-        if path.ends_with('/') {
-            return Err(format!("path {path:?} ends with '/'"));
-        }
-        &path[1..]
-    };
-    if body.is_empty() {
-        return Ok(());
+    if path.ends_with('/') {
+        return Err(format!("path {shown:?} ends with '/'"));
     }
-    for component in body.split('/') {
+    for (i, c) in path.char_indices() {
+        if c == '\0' {
+            return Err(format!("path {shown:?} contains a NUL character at byte {i}"));
+        }
+        if forbidden(c) {
+            return Err(format!(
+                "path {shown:?} contains the character U+{:04X} at byte {i}, which is not allowed",
+                c as u32
+            ));
+        }
+    }
+    for component in path[1..].split('/') {
         match component {
-            "" => return Err(format!("path {path:?} has an empty component")),
-            "." | ".." => return Err(format!("path {path:?} has a relative component {component:?}")),
+            "" => return Err(format!("path {shown:?} has an empty component")),
+            "." | ".." => return Err(format!("path {shown:?} has a relative component {component:?}")),
             _ => {}
         }
     }
@@ -60,19 +99,65 @@ mod tests {
 
     #[test]
     fn accepts_zookeeper_paths() {
-        for p in ["/", "/a", "/a/b", "/a.b/c..d", "/zookeeper"] {
+        for p in [
+            "/",
+            "/a",
+            "/a/b",
+            "/a.b/c..d",
+            "/zookeeper",
+            "/...",
+            "/é",
+            "/\u{ffef}",
+            "/日本",
+        ] {
             assert!(validate(p, false).is_ok(), "{p}");
         }
-        assert!(validate("/a/", true).is_ok());
-        assert!(validate("/", true).is_ok());
+        for p in ["/a/", "/", "/a/.", "/a/..", "/a/b"] {
+            assert!(validate(p, true).is_ok(), "sequential {p}");
+        }
     }
 
     #[test]
     fn refuses_bad_paths() {
-        for p in ["", "a", "/a/", "//a", "/a//b", "/a/./b", "/a/..", "/a\0b"] {
+        for p in ["", "a", "/a/", "//a", "/a//b", "/a/./b", "/a/..", "/.", "/a\0b"] {
             assert!(validate(p, false).is_err(), "{p:?}");
         }
-        assert!(validate("/a//", true).is_err());
+        for p in ["/a//", "a", "//"] {
+            assert!(validate(p, true).is_err(), "sequential {p:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_each_forbidden_range_at_its_edges() {
+        for c in [
+            '\u{1}',
+            '\u{1f}',
+            '\u{7f}',
+            '\u{9f}',
+            '\u{e000}',
+            '\u{f8ff}',
+            '\u{fff0}',
+            '\u{ffff}',
+            '\u{10000}',
+            '\u{1f600}',
+            '\n',
+        ] {
+            let p = format!("/a{c}b");
+            let e = validate(&p, false).expect_err(&p);
+            assert!(e.contains(&format!("U+{:04X}", c as u32)), "{e}");
+            assert!(validate(&p, true).is_err(), "sequential {p:?}");
+        }
+        for c in ['\u{20}', '\u{7e}', '\u{a0}', '\u{d7ff}', '\u{f900}', '\u{ffef}'] {
+            assert!(validate(&format!("/a{c}b"), false).is_ok(), "U+{:04X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn bounds_the_length() {
+        let deep = "/a".repeat(MAX_PATH_BYTES / 2);
+        assert!(validate(&deep, false).is_ok());
+        let e = validate(&format!("{deep}/b"), false).unwrap_err();
+        assert!(e.contains(&MAX_PATH_BYTES.to_string()), "{e}");
     }
 
     #[test]

@@ -6,12 +6,49 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+/// The bytes that prove a client owns a session: made at random by the
+/// node that proposed the session, carried in the log, checked on every
+/// call. Never printed: its `Debug` is redacted, so it stays out of logs.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Default)]
+#[serde(transparent)]
+pub struct Secret(#[serde(with = "serde_bytes")] Vec<u8>);
+
+impl Secret {
+    /// Wraps secret bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Secret(bytes)
+    }
+
+    /// The bytes, to hand to the session's client and nobody else.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Whether `presented` is this secret, in time that does not depend on
+    /// where the first difference is (no timing oracle for guessing it).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        if presented.len() != self.0.len() {
+            return false;
+        }
+        self.0
+            .iter()
+            .zip(presented)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// One open session, as every replica knows it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    /// Presented on resume; made by the proposing node, carried in the log.
-    #[serde(with = "serde_bytes")]
-    pub secret: Vec<u8>,
+    /// Presented by every call of the session's client.
+    pub secret: Secret,
     /// The negotiated timeout.
     pub timeout_ms: u32,
     /// Paths of the ephemeral znodes this session owns, sorted, so expiry
@@ -69,5 +106,26 @@ impl SessionTable {
         if let Some(s) = self.sessions.get_mut(&id) {
             s.ephemerals.remove(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_matches_only_itself_and_never_prints() {
+        let s = Secret::new(vec![1, 2, 3, 4]);
+        assert!(s.matches(&[1, 2, 3, 4]));
+        assert!(!s.matches(&[1, 2, 3, 5]));
+        assert!(!s.matches(&[1, 2, 3]));
+        assert!(!s.matches(&[]));
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        let session = Session {
+            secret: s,
+            timeout_ms: 1,
+            ephemerals: Default::default(),
+        };
+        assert!(!format!("{session:?}").contains("1, 2"));
     }
 }

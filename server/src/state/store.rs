@@ -1,40 +1,36 @@
 //! openraft's state-machine side: applies committed entries to [`ZState`],
-//! builds, saves and installs snapshots, and keeps the node-local
-//! apply-time notes the session tracker reads.
-//!
-//! The notes record *when this node applied* a session's latest heartbeat or
-//! create, on this node's monotonic clock. They live outside [`ZState`] so
-//! apply stays deterministic; a node that becomes leader seeds its expiry
-//! deadlines from them. Entries re-applied after a restart (at or below the
-//! log's end when the node opened it) and snapshots leave no note: their
-//! apply time says nothing about when the client was last heard. Instead,
-//! notes are also kept on disk as this node's wall-clock time, so a node that
-//! restarts knows how long ago it heard (same machine, same clock).
+//! builds, saves and installs snapshots, and tells the session tracker what
+//! each apply did to sessions (with the instant it happened, from which the
+//! tracker keeps its apply-time notes outside the replicated state).
 
-use std::collections::HashMap;
 use std::io::Cursor;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StoredMembership,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
+use tracing::info;
 
 use super::machine::Effects;
 use super::{BatchOutcome, ZState};
 use crate::raft::{Entry, NodeId, PeerNode, StorageError, TypeConfig};
 use crate::storage::io_error;
-
-const CURRENT_SNAPSHOT: &[u8] = b"current";
+use crate::storage::snapshot_file::SnapshotFile;
 
 /// What the state machine tells the session tracker after each apply.
 #[derive(Debug)]
 pub enum SessionEvent {
-    /// Sessions created or heartbeated (id, timeout).
-    Touched(Vec<(u64, u32)>),
+    /// Sessions created or heartbeated (id, timeout, zxid of the entry),
+    /// by entries applied at `at`.
+    Touched {
+        sessions: Vec<(u64, u32, u64)>,
+        at: Instant,
+    },
     /// Sessions closed or expired.
     Removed(Vec<u64>),
     /// A snapshot replaced the whole session table.
@@ -54,11 +50,6 @@ pub trait ChangeListener: Send + Sync {
 pub struct Shared {
     state: RwLock<ZState>,
     applied: watch::Sender<u64>,
-    notes: Mutex<HashMap<u64, Instant>>,
-    /// Entries up to this index are replays after a restart: no notes.
-    replay_through: std::sync::atomic::AtomicU64,
-    /// The notes on disk: session id → wall-clock ms of this node.
-    saved_notes: sled::Tree,
     listener: std::sync::OnceLock<Arc<dyn ChangeListener>>,
     events: mpsc::UnboundedSender<SessionEvent>,
 }
@@ -101,64 +92,27 @@ impl Shared {
         }
     }
 
-    /// When this node applied one session's latest heartbeat or create.
-    pub fn note_of(&self, session_id: u64) -> Option<Instant> {
-        self.notes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&session_id)
-            .copied()
-    }
-
-    /// When this node applied each session's latest heartbeat or create.
-    pub fn notes(&self) -> HashMap<u64, Instant> {
-        self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
     /// Sets who hears about changes (once, at startup).
     pub fn set_listener(&self, listener: Arc<dyn ChangeListener>) {
         let _ = self.listener.set(listener);
     }
 
-    /// Marks entries up to `index` as replays of a log written before a restart.
-    pub fn set_replay_through(&self, index: u64) {
-        self.replay_through
-            .store(index, std::sync::atomic::Ordering::Relaxed);
-    }
-
     fn note_effects(&self, effects: Effects) {
-        let now = Instant::now();
-        let replay = self.replay_through.load(std::sync::atomic::Ordering::Relaxed);
-        {
-            let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
-            let wall = wall_ms().to_be_bytes();
-            for (id, _, zxid) in &effects.touched {
-                if *zxid > replay {
-                    notes.insert(*id, now);
-                    // Best effort: not flushed here; the log's flushes carry it.
-                    let _ = self.saved_notes.insert(id.to_be_bytes(), &wall);
-                }
-            }
-            for id in &effects.removed {
-                notes.remove(id);
-                let _ = self.saved_notes.remove(id.to_be_bytes());
-            }
-        }
         if !effects.touched.is_empty() {
-            let touched = effects.touched.into_iter().map(|(id, t, _)| (id, t)).collect();
-            let _ = self.events.send(SessionEvent::Touched(touched));
+            let _ = self.events.send(SessionEvent::Touched {
+                sessions: effects.touched,
+                at: Instant::now(),
+            });
         }
         if !effects.removed.is_empty() {
             let _ = self.events.send(SessionEvent::Removed(effects.removed));
         }
     }
 
-    /// Replaces the state (snapshot install or startup) and clears the notes:
+    /// Replaces the state (snapshot install); the tracker hears of it, since
     /// a snapshot says nothing about when its sessions were last heard.
     fn replace(&self, state: ZState) {
         let applied = state.zxid();
-        self.notes.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        let _ = self.saved_notes.clear();
         {
             let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
             *guard = state;
@@ -171,107 +125,126 @@ impl Shared {
     }
 }
 
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-impl Shared {
-    /// Loads the notes saved before a restart, turning their wall-clock times
-    /// into instants. A time in the future (the clock stepped back) counts as now.
-    fn load_saved_notes(&self) {
-        let now = Instant::now();
-        let wall_now = wall_ms();
-        let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
-        for (k, v) in self.saved_notes.iter().flatten() {
-            let (Ok(id), Ok(at)) = (<[u8; 8]>::try_from(k.as_ref()), <[u8; 8]>::try_from(v.as_ref())) else {
-                continue;
-            };
-            let age = Duration::from_millis(wall_now.saturating_sub(u64::from_be_bytes(at)));
-            notes.insert(u64::from_be_bytes(id), now.checked_sub(age).unwrap_or(now));
-        }
-    }
-}
-
-/// A snapshot as saved in sled.
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, PeerNode>,
-    #[serde(with = "serde_bytes")]
-    data: Vec<u8>,
-}
-
 /// openraft's state machine: owns apply, shares the state through [`Shared`].
 #[derive(Clone)]
 pub struct StateMachineStore {
     shared: Arc<Shared>,
-    snapshots: sled::Tree,
-    db: sled::Db,
+    file: SnapshotFile,
+    /// The current snapshot, kept in memory once read or written: a leader
+    /// about to send it to a follower must not leave that follower without
+    /// word while it reads hundreds of MiB from disk.
+    current: Arc<std::sync::Mutex<Option<Arc<StoredSnapshot>>>>,
+}
+
+/// A snapshot as loaded or saved: openraft's metadata and the encoded state.
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, PeerNode>,
+    data: Vec<u8>,
 }
 
 impl StateMachineStore {
-    /// Opens the state machine, loading the newest saved snapshot. Returns the
-    /// store, its shared state, and the receiver of session events.
+    /// Opens the state machine of the data directory `dir`, loading the
+    /// newest saved snapshot. Returns the store, its shared state, and the
+    /// receiver of session events.
     pub fn open(
-        db: sled::Db,
+        db: &sled::Db,
+        dir: &Path,
     ) -> Result<(Self, Arc<Shared>, mpsc::UnboundedReceiver<SessionEvent>), StorageError> {
-        let snapshots = db
-            .open_tree("snapshot")
-            .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        let saved_notes = db
-            .open_tree("session_notes")
-            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
         let (events, events_rx) = mpsc::unbounded_channel();
         let (applied, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             state: RwLock::new(ZState::default()),
             applied,
-            notes: Mutex::new(HashMap::new()),
-            replay_through: Default::default(),
-            saved_notes,
             listener: std::sync::OnceLock::new(),
             events,
         });
         let store = StateMachineStore {
             shared: shared.clone(),
-            snapshots,
-            db,
+            file: SnapshotFile::new(dir),
+            current: Default::default(),
         };
+        store.move_snapshot_out_of_sled(db)?;
         if let Some(snap) = store.load_snapshot()? {
             let state = decode_state(&snap.meta, &snap.data)?;
-            // Not `replace`: that would drop the notes saved before the restart.
+            // Not `replace`: the notes saved before the restart still hold.
             let applied = state.zxid();
             *shared.state.write().unwrap_or_else(|p| p.into_inner()) = state;
             shared.applied.send_replace(applied);
         }
-        shared.load_saved_notes();
         Ok((store, shared, events_rx))
     }
 
-    fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        let subject = ErrorSubject::Snapshot(None);
-        match self.snapshots.get(CURRENT_SNAPSHOT) {
-            Ok(Some(v)) => bincode::deserialize(&v)
-                .map(Some)
-                .map_err(|e| io_error(subject, ErrorVerb::Read, e)),
-            Ok(None) => Ok(None),
-            Err(e) => Err(io_error(subject, ErrorVerb::Read, e)),
+    /// Data directories of earlier versions kept the snapshot in sled.
+    fn move_snapshot_out_of_sled(&self, db: &sled::Db) -> Result<(), StorageError> {
+        let read = |e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e);
+        if !db.tree_names().iter().any(|n| n.as_ref() == b"snapshot") {
+            return Ok(());
         }
+        let tree = db.open_tree("snapshot").map_err(read)?;
+        if let Some(v) = tree.get(b"current").map_err(read)? {
+            #[derive(Deserialize)]
+            struct Old {
+                meta: SnapshotMeta<NodeId, PeerNode>,
+                #[serde(with = "serde_bytes")]
+                data: Vec<u8>,
+            }
+            let old: Old = bincode::deserialize(&v)
+                .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+            self.write_file(&StoredSnapshot {
+                meta: old.meta,
+                data: old.data,
+            })?;
+        }
+        db.drop_tree("snapshot").map_err(read)?;
+        Ok(())
     }
 
-    async fn save_snapshot(&self, snap: &StoredSnapshot) -> Result<(), StorageError> {
+    fn cached(&self) -> std::sync::MutexGuard<'_, Option<Arc<StoredSnapshot>>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current snapshot, from memory if it is there.
+    fn current_snapshot(&self) -> Result<Option<Arc<StoredSnapshot>>, StorageError> {
+        if let Some(s) = self.cached().clone() {
+            return Ok(Some(s));
+        }
+        let loaded = self.load_snapshot()?.map(Arc::new);
+        self.cached().clone_from(&loaded);
+        Ok(loaded)
+    }
+
+    fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        let Some((meta, data)) = self
+            .file
+            .load()
+            .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?
+        else {
+            return Ok(None);
+        };
+        let meta = bincode::deserialize(&meta)
+            .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        Ok(Some(StoredSnapshot { meta, data }))
+    }
+
+    fn write_file(&self, snap: &StoredSnapshot) -> Result<(), StorageError> {
         let subject = ErrorSubject::Snapshot(Some(snap.meta.signature()));
-        let bytes = bincode::serialize(snap).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
-        self.snapshots
-            .insert(CURRENT_SNAPSHOT, bytes)
-            .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
-        self.db
-            .flush_async()
+        let meta =
+            bincode::serialize(&snap.meta).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
+        self.file
+            .save(&meta, &snap.data)
+            .map_err(|e| io_error(subject, ErrorVerb::Write, e))
+    }
+
+    /// Saves a snapshot off the async threads (it can be hundreds of MiB);
+    /// hands it back once it is durable.
+    async fn save_snapshot(&self, snap: StoredSnapshot) -> Result<Arc<StoredSnapshot>, StorageError> {
+        let store = self.clone();
+        let subject = ErrorSubject::Snapshot(Some(snap.meta.signature()));
+        let saved = tokio::task::spawn_blocking(move || store.write_file(&snap).map(|_| Arc::new(snap)))
             .await
-            .map_err(|e| io_error(subject, ErrorVerb::Write, e))?;
-        Ok(())
+            .map_err(|e| io_error(subject, ErrorVerb::Write, e))??;
+        *self.cached() = Some(saved.clone());
+        Ok(saved)
     }
 }
 
@@ -282,13 +255,19 @@ fn decode_state(meta: &SnapshotMeta<NodeId, PeerNode>, data: &[u8]) -> Result<ZS
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Serialize under the read lock so the data and its log id agree.
-        let (data, last_log_id, last_membership) = {
-            let state = self.shared.read();
-            let data = bincode::serialize(&*state)
-                .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-            (data, state.last_applied, state.last_membership.clone())
-        };
+        // Serialize under the read lock so the data and its log id agree,
+        // on a blocking thread: a big tree takes a while, and the async
+        // threads serve Raft and the clients meanwhile.
+        let started = std::time::Instant::now();
+        let shared = self.shared.clone();
+        let encoded = tokio::task::spawn_blocking(move || {
+            let state = shared.read();
+            bincode::serialize(&*state).map(|data| (data, state.last_applied, state.last_membership.clone()))
+        })
+        .await
+        .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        let (data, last_log_id, last_membership) =
+            encoded.map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         let snapshot_id = match last_log_id {
             Some(l) => format!("{}-{}", l.leader_id, l.index),
             None => "empty".to_string(),
@@ -298,14 +277,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             last_membership,
             snapshot_id,
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        self.save_snapshot(&stored).await?;
+        let encoded_in = started.elapsed();
+        let stored = self.save_snapshot(StoredSnapshot { meta, data }).await?;
+        info!(
+            index = last_log_id.map_or(0, |l| l.index),
+            bytes = stored.data.len(),
+            encode_ms = encoded_in.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "snapshot saved"
+        );
         Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            meta: stored.meta.clone(),
+            snapshot: Box::new(Cursor::new(stored.data.clone())),
         })
     }
 }
@@ -359,21 +342,29 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta<NodeId, PeerNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
         let data = snapshot.into_inner();
+        let bytes = data.len();
         let state = decode_state(meta, &data)?;
-        self.save_snapshot(&StoredSnapshot {
+        self.save_snapshot(StoredSnapshot {
             meta: meta.clone(),
             data,
         })
         .await?;
         self.shared.replace(state);
+        info!(
+            index = meta.last_log_id.map_or(0, |l| l.index),
+            bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot installed"
+        );
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self.load_snapshot()?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+        Ok(self.current_snapshot()?.map(|s| Snapshot {
+            meta: s.meta.clone(),
+            snapshot: Box::new(Cursor::new(s.data.clone())),
         }))
     }
 }

@@ -44,22 +44,38 @@ pub struct Znode {
 /// An error of one op: its code and a message naming the path.
 pub type OpError = (ErrorCode, String);
 
-/// What a multi changed, so a failing op can put everything back.
+/// What a multi changed, so a failing op can put everything back. Each step
+/// records only what its op changed (a parent's counters, a replaced data
+/// buffer moved out, a removed znode), so a multi costs O(ops) in time and
+/// memory however many children its parents have.
 #[derive(Default)]
 pub struct Undo {
     steps: Vec<UndoStep>,
 }
 
-enum UndoStep {
-    /// The znode at this path was this (None: absent) before.
-    Node(String, Option<Znode>),
+/// A parent's fields that creating or deleting a child changes.
+struct ParentCounters {
+    cversion: i32,
+    pzxid: u64,
+    child_seq: u64,
 }
 
-impl Undo {
-    fn save(&mut self, tree: &Tree, path: &str) {
-        self.steps
-            .push(UndoStep::Node(path.to_string(), tree.nodes.get(path).cloned()));
-    }
+enum UndoStep {
+    /// A create: remove the znode and the parent's new child.
+    Created {
+        path: String,
+        parent: String,
+        parent_was: ParentCounters,
+    },
+    /// A set: put back the old data and stat.
+    Set { path: String, data: Vec<u8>, stat: Stat },
+    /// A delete: put the znode back under its parent.
+    Deleted {
+        path: String,
+        node: Znode,
+        parent: String,
+        parent_was: ParentCounters,
+    },
 }
 
 /// All znodes by full path. The root `/` always exists.
@@ -169,12 +185,15 @@ impl Tree {
                 format!("{parent_path} is ephemeral and can not have children ({full})"),
             ));
         }
-        if let Some(undo) = undo {
-            undo.save(self, parent_path);
-            undo.save(self, &full);
-        }
         let parent_path = parent_path.to_string();
         if let Some(parent) = self.nodes.get_mut(&parent_path) {
+            if let Some(undo) = undo {
+                undo.steps.push(UndoStep::Created {
+                    path: full.clone(),
+                    parent: parent_path.clone(),
+                    parent_was: ParentCounters::of(parent),
+                });
+            }
             parent.child_seq += 1;
             parent.stat.cversion += 1;
             parent.stat.pzxid = zxid;
@@ -209,13 +228,16 @@ impl Tree {
         version: i32,
         undo: Option<&mut Undo>,
     ) -> Result<OpOutput, OpError> {
-        let node = self.nodes.get(path).ok_or_else(|| no_node(path))?;
-        check_version(path, version, node.stat.version)?;
-        if let Some(undo) = undo {
-            undo.save(self, path);
-        }
         let node = self.nodes.get_mut(path).ok_or_else(|| no_node(path))?;
-        node.data = data;
+        check_version(path, version, node.stat.version)?;
+        let old_data = std::mem::replace(&mut node.data, data);
+        if let Some(undo) = undo {
+            undo.steps.push(UndoStep::Set {
+                path: path.to_string(),
+                data: old_data,
+                stat: node.stat.clone(),
+            });
+        }
         node.stat.version += 1;
         node.stat.mzxid = zxid;
         node.stat.mtime = time_ms;
@@ -248,13 +270,19 @@ impl Tree {
             ));
         }
         let (parent_path, name) = path::split(path);
-        if let Some(undo) = undo {
-            undo.save(self, parent_path);
-            undo.save(self, path);
-        }
+        let Some(node) = self.nodes.remove(path) else {
+            return Err(no_node(path));
+        };
         let owner = node.stat.ephemeral_owner;
-        self.nodes.remove(path);
         if let Some(parent) = self.nodes.get_mut(parent_path) {
+            if let Some(undo) = undo {
+                undo.steps.push(UndoStep::Deleted {
+                    path: path.to_string(),
+                    node,
+                    parent: parent_path.to_string(),
+                    parent_was: ParentCounters::of(parent),
+                });
+            }
             parent.children.remove(name);
             parent.stat.cversion += 1;
             parent.stat.pzxid = zxid;
@@ -266,13 +294,52 @@ impl Tree {
     pub fn rollback(&mut self, undo: Undo) {
         for step in undo.steps.into_iter().rev() {
             match step {
-                UndoStep::Node(path, Some(node)) => {
-                    self.nodes.insert(path, node);
-                }
-                UndoStep::Node(path, None) => {
+                UndoStep::Created {
+                    path,
+                    parent,
+                    parent_was,
+                } => {
                     self.nodes.remove(&path);
+                    if let Some(p) = self.nodes.get_mut(&parent) {
+                        p.children.remove(path::split(&path).1);
+                        parent_was.restore(p);
+                    }
+                }
+                UndoStep::Set { path, data, stat } => {
+                    if let Some(n) = self.nodes.get_mut(&path) {
+                        n.data = data;
+                        n.stat = stat;
+                    }
+                }
+                UndoStep::Deleted {
+                    path,
+                    node,
+                    parent,
+                    parent_was,
+                } => {
+                    if let Some(p) = self.nodes.get_mut(&parent) {
+                        p.children.insert(path::split(&path).1.to_string());
+                        parent_was.restore(p);
+                    }
+                    self.nodes.insert(path, node);
                 }
             }
         }
+    }
+}
+
+impl ParentCounters {
+    fn of(parent: &Znode) -> Self {
+        ParentCounters {
+            cversion: parent.stat.cversion,
+            pzxid: parent.stat.pzxid,
+            child_seq: parent.child_seq,
+        }
+    }
+
+    fn restore(self, parent: &mut Znode) {
+        parent.stat.cversion = self.cversion;
+        parent.stat.pzxid = self.pzxid;
+        parent.child_seq = self.child_seq;
     }
 }

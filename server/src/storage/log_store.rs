@@ -2,7 +2,8 @@
 //!
 //! Keys of the `log` tree are big-endian log indexes, so sled's order is the
 //! log's order. An append is flushed before openraft hears that it is
-//! durable; a vote is flushed before `save_vote` returns.
+//! durable; a vote is flushed before `save_vote` returns. Both then move the
+//! acknowledged-log [`Mark`], which a truncation lowers first.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -12,7 +13,10 @@ use openraft::{ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Vote
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use tracing::warn;
+
 use super::io_error;
+use super::mark::{Mark, Reached};
 use crate::raft::{Entry, NodeId, StorageError, TypeConfig};
 
 const VOTE: &[u8] = b"vote";
@@ -27,6 +31,8 @@ pub struct LogStore {
     meta: sled::Tree,
     /// The newest commit index openraft has told us, for status and readiness.
     committed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// How far the log and vote reached, outside sled.
+    mark: std::sync::Arc<Mark>,
 }
 
 fn encode<T: Serialize>(v: &T, subject: ErrorSubject<NodeId>) -> Result<Vec<u8>, StorageError> {
@@ -38,8 +44,8 @@ fn decode<T: DeserializeOwned>(b: &[u8], subject: ErrorSubject<NodeId>) -> Resul
 }
 
 impl LogStore {
-    /// Opens the log trees of `db`.
-    pub fn new(db: sled::Db) -> Result<Self, sled::Error> {
+    /// Opens the log trees of `db`; `mark` follows every flush.
+    pub fn new(db: sled::Db, mark: std::sync::Arc<Mark>) -> Result<Self, sled::Error> {
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
         Ok(LogStore {
@@ -47,7 +53,22 @@ impl LogStore {
             log,
             meta,
             committed: Default::default(),
+            mark,
         })
+    }
+
+    /// How far the log and the vote reach in sled now.
+    pub fn reached(&self) -> Result<Reached, StorageError> {
+        let vote: Option<Vote<NodeId>> = self.read_meta(VOTE, ErrorSubject::Vote)?;
+        Ok(Reached {
+            log_end: self.last_log_id()?.map_or(0, |l| l.index + 1),
+            vote_term: vote.map_or(0, |v| v.leader_id().get_term()),
+        })
+    }
+
+    fn mark_error(&self, subject: ErrorSubject<NodeId>, e: std::io::Error) -> StorageError {
+        let e = std::io::Error::new(e.kind(), format!("{}: {e}", self.mark.path().display()));
+        io_error(subject, ErrorVerb::Write, e)
     }
 
     /// The index of the newest entry in the log (0 if empty), read at
@@ -127,7 +148,32 @@ impl LogStore {
     }
 }
 
+/// An append slower than this is logged: replication is in trouble.
+const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Most bytes of log entries one AppendEntries carries (at least one entry
+/// goes, whatever its size). openraft gives an AppendEntries one Raft
+/// heartbeat interval to be sent, appended, flushed and answered; 1 MiB (as
+/// etcd's MaxSizePerMsg) fits that on any disk we run on, and a follower
+/// far behind then catches up in many small steps instead of timing out on
+/// one huge one forever.
+pub const MAX_APPEND_BYTES: usize = 1024 * 1024;
+
 impl RaftLogReader<TypeConfig> for LogStore {
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        for kv in self.log.range(start.to_be_bytes()..end.to_be_bytes()) {
+            let (_, v) = kv.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            if !entries.is_empty() && bytes + v.len() > MAX_APPEND_BYTES {
+                break;
+            }
+            bytes += v.len();
+            entries.push(decode(&v, ErrorSubject::Logs)?);
+        }
+        Ok(entries)
+    }
+
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
@@ -172,7 +218,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         self.write_meta(VOTE, vote, ErrorSubject::Vote)?;
-        self.flush(ErrorSubject::Vote).await
+        self.flush(ErrorSubject::Vote).await?;
+        self.mark
+            .set_vote_term(vote.leader_id().get_term())
+            .map_err(|e| self.mark_error(ErrorSubject::Vote, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -199,28 +248,44 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut batch = sled::Batch::default();
+        let mut end = None;
+        let mut bytes = 0;
         for entry in entries {
-            batch.insert(
-                &entry.log_id.index.to_be_bytes(),
-                encode(&entry, ErrorSubject::Logs)?,
-            );
+            end = Some(entry.log_id.index + 1);
+            let value = encode(&entry, ErrorSubject::Logs)?;
+            bytes += value.len();
+            batch.insert(&entry.log_id.index.to_be_bytes(), value);
         }
         self.log
             .apply_batch(batch)
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         // Durable only once flushed: only then may openraft count this node's ack.
-        let flushed = self
-            .db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(|e| std::io::Error::other(e.to_string()));
+        let flush = self.db.flush_async().await;
+        let took = started.elapsed();
+        if took > SLOW_FLUSH {
+            warn!(
+                ms = took.as_millis() as u64,
+                bytes, "slow log append: replication has one Raft heartbeat interval per call"
+            );
+        }
+        let flushed = match flush {
+            Ok(_) => match end {
+                Some(end) => self.mark.set_log_end(end),
+                None => Ok(()),
+            },
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
         callback.log_io_completed(flushed);
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        // Lowered first: a crash in between leaves the mark behind the log.
+        self.mark
+            .set_log_end(log_id.index)
+            .map_err(|e| self.mark_error(ErrorSubject::Logs, e))?;
         self.remove_range(log_id.index..)?;
         self.flush(ErrorSubject::Logs).await
     }

@@ -1,12 +1,14 @@
-//! Durable storage on sled: the Raft log, the vote, the commit index and
-//! snapshots. Everything openraft is told is durable has been flushed
-//! (fsynced) first.
+//! Durable storage: the Raft log, the vote and the commit index on sled,
+//! the current snapshot in a file of its own, and the acknowledged-log mark.
+//! Everything openraft is told is durable has been flushed (fsynced) first.
 //!
 //! openraft's `RaftLogStorage` and `RaftStateMachine` traits are the seam: the
-//! sled code lives only in this module and in `state::store`'s snapshot
-//! persistence, so another engine can replace it behind the same traits.
+//! sled code lives only in this module, so another engine can replace it
+//! behind the same traits.
 
 pub mod log_store;
+pub mod mark;
+pub mod snapshot_file;
 
 use std::path::Path;
 
