@@ -130,7 +130,7 @@ impl Node {
         };
         if self.cut_off.swap(!ok, Ordering::Relaxed) == ok {
             if ok {
-                info!("in touch with a majority again; serving clients");
+                info!("in touch with a majority; serving clients");
             } else {
                 info!(
                     leading,
