@@ -1,16 +1,27 @@
-//! Ensemble's wire types: the client API (`ensemble.v1`) and the node-to-node
-//! API (`ensemble.peer.v1`), generated from `proto/*.proto` by tonic.
-#![allow(missing_docs)]
+//! Ensemble's shared vocabulary: the wire types of the client API
+//! (`ensemble.v1`) and of the node-to-node API (`ensemble.peer.v1`),
+//! generated from `proto/*.proto` by tonic, and what the server and the
+//! client must agree on beyond the wire: [`ids`] (session ids and zxids)
+//! and [`path`] (ZooKeeper's path rules). See `docs/glossary.md`.
+#![deny(missing_docs)]
+
+pub mod ids;
+pub mod path;
 
 /// The client API: sessions and znodes.
+#[allow(missing_docs)]
 pub mod v1 {
     tonic::include_proto!("ensemble.v1");
 }
 
-/// The node-to-node API: Raft messages, forwarded writes and session touches.
+/// The node-to-node API: Raft messages, forwarded writes, touch reports and
+/// report rounds.
+#[allow(missing_docs)]
 pub mod peer {
     tonic::include_proto!("ensemble.peer.v1");
 }
+
+pub use ids::{SessionId, Zxid};
 
 /// The metadata key whose value names the [`v1::ErrorCode`] of a failed call.
 pub const ERROR_CODE_KEY: &str = "ensemble-error";

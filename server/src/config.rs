@@ -44,7 +44,7 @@ pub struct Args {
     pub peers: Option<String>,
     /// Raft heartbeat interval.
     #[arg(long, value_name = "MS")]
-    pub heartbeat_ms: Option<u64>,
+    pub raft_heartbeat_ms: Option<u64>,
     /// Lower bound of the randomized election timeout (the upper is twice it).
     #[arg(long, value_name = "MS")]
     pub election_timeout_ms: Option<u64>,
@@ -90,7 +90,7 @@ struct FileConfig {
     peer_addr: Option<String>,
     data_dir: Option<PathBuf>,
     peers: Option<Vec<FilePeer>>,
-    heartbeat_ms: Option<u64>,
+    raft_heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
     tick_ms: Option<u64>,
     min_session_timeout_ms: Option<u64>,
@@ -234,8 +234,8 @@ impl Config {
             .or(file.data_dir)
             .ok_or_else(|| bad("--data-dir is required"))?;
         let heartbeat = ms(
-            "heartbeat_ms",
-            args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(100),
+            "raft_heartbeat_ms",
+            args.raft_heartbeat_ms.or(file.raft_heartbeat_ms).unwrap_or(100),
         )?;
         let election = ms(
             "election_timeout_ms",
@@ -245,7 +245,7 @@ impl Config {
         )?;
         if election <= heartbeat * 2 {
             return Err(bad(format!(
-                "election_timeout_ms ({}) must exceed twice heartbeat_ms ({})",
+                "election_timeout_ms ({}) must exceed twice raft_heartbeat_ms ({})",
                 election.as_millis(),
                 heartbeat.as_millis()
             )));
@@ -274,7 +274,7 @@ impl Config {
             return Err(bad("max_data_bytes must be between 1 and 67108864"));
         }
         // Room for the largest data, the longest path and the framing.
-        let request_floor = max_data_bytes + crate::state::path::MAX_PATH_BYTES + 1024;
+        let request_floor = max_data_bytes + ensemble_proto::path::MAX_PATH_BYTES + 1024;
         let max_request_bytes = args
             .max_request_bytes
             .or(file.max_request_bytes)

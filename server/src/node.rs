@@ -192,7 +192,7 @@ impl Node {
             let mut req = tonic::Request::new(payload.clone());
             req.set_timeout(timeout);
             Some(async move {
-                let reply = client.notes(req).await;
+                let reply = client.evidence(req).await;
                 (voter, reply, Instant::now())
             })
         });

@@ -18,7 +18,7 @@ use ensemble_client::{Client, Options, SessionInfo, StatusResponse};
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
     pub nodes: u64,
-    pub heartbeat_ms: u64,
+    pub raft_heartbeat_ms: u64,
     pub election_timeout_ms: u64,
     pub tick_ms: u64,
     pub snapshot_entries: u64,
@@ -30,7 +30,7 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             nodes: 3,
-            heartbeat_ms: 100,
+            raft_heartbeat_ms: 100,
             election_timeout_ms: 500,
             tick_ms: 50,
             snapshot_entries: 100_000,
@@ -210,8 +210,8 @@ impl Cluster {
             .arg(&peers)
             .arg("--data-dir")
             .arg(&node.data_dir)
-            .arg("--heartbeat-ms")
-            .arg(o.heartbeat_ms.to_string())
+            .arg("--raft-heartbeat-ms")
+            .arg(o.raft_heartbeat_ms.to_string())
             .arg("--election-timeout-ms")
             .arg(o.election_timeout_ms.to_string())
             .arg("--tick-ms")

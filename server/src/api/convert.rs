@@ -4,7 +4,9 @@
 use ensemble_proto::v1 as pb;
 
 use super::errors::ApiError;
-use crate::state::{path, Op, OpOutput, Stat};
+use ensemble_proto::path;
+
+use crate::state::{Op, OpOutput, Stat};
 
 /// The wire form of a stat.
 pub fn stat(s: &Stat) -> pb::Stat {

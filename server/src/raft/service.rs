@@ -144,7 +144,7 @@ impl Peer for PeerService {
 
     /// A new leader's report round: the freshest sign of life this node
     /// holds of every session, as ages in ms (the request names the asker).
-    async fn notes(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+    async fn evidence(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let asker: NodeId = decode(request.get_ref()).map_err(bad_payload)?;
         debug!(asker, "report round");
         reply(&self.node.evidence())

@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use super::change::{Change, ChangeKind};
 use super::command::{Batch, BatchOutcome, Command, Failure, Op, OpOutput, Outcome};
 use super::error::ErrorCode;
-use super::path;
 use super::sessions::{Session, SessionTable};
 use super::tree::{OpError, Tree, Undo};
 use crate::raft::{NodeId, PeerNode, TypeConfig};
+use ensemble_proto::path;
 
 /// Session ids are `log index << SESSION_ID_SHIFT | position in the batch`.
 pub const SESSION_ID_SHIFT: u32 = 16;

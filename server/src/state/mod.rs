@@ -11,7 +11,6 @@ pub mod change;
 pub mod command;
 pub mod error;
 pub mod machine;
-pub mod path;
 pub mod sessions;
 pub mod store;
 pub mod tree;

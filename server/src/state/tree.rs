@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::OpOutput;
 use super::error::ErrorCode;
-use super::path;
+use ensemble_proto::path;
 
 /// A znode's metadata, as ZooKeeper's Stat.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, Hash)]

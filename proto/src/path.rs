@@ -75,6 +75,46 @@ fn check(path: &str, shown: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The path a client means under its base path (ZooKeeper's chroot): the
+/// path is checked first, so nothing it holds can escape the base
+/// (`x` under `/app` is refused, not turned into `/appx`). An empty base or
+/// `/` means none.
+pub fn under_base(base: &str, path: &str, sequential: bool) -> Result<String, String> {
+    validate(path, sequential)?;
+    let base = base.trim_end_matches('/');
+    if base.is_empty() {
+        return Ok(path.to_string());
+    }
+    validate(base, false).map_err(|e| format!("base path: {e}"))?;
+    let joined = if path == "/" {
+        base.to_string()
+    } else {
+        format!("{base}{path}")
+    };
+    if joined.len() > MAX_PATH_BYTES {
+        return Err(format!(
+            "path of {} bytes under the base path is longer than the limit of {MAX_PATH_BYTES} bytes",
+            joined.len()
+        ));
+    }
+    Ok(joined)
+}
+
+/// A full path as the client sees it under its base path: the base is
+/// stripped (`/app/x` under `/app` is `/x`; `/app` itself is `/`). A path
+/// outside the base comes back unchanged.
+pub fn strip_base<'a>(base: &str, path: &'a str) -> std::borrow::Cow<'a, str> {
+    let base = base.trim_end_matches('/');
+    if base.is_empty() {
+        return path.into();
+    }
+    match path.strip_prefix(base) {
+        Some("") => "/".into(),
+        Some(rest) if rest.starts_with('/') => rest.into(),
+        _ => path.into(),
+    }
+}
+
 /// The parent of a valid path that is not the root, and the last component.
 pub fn split(path: &str) -> (&str, &str) {
     match path.rfind('/') {
@@ -158,6 +198,21 @@ mod tests {
         assert!(validate(&deep, false).is_ok());
         let e = validate(&format!("{deep}/b"), false).unwrap_err();
         assert!(e.contains(&MAX_PATH_BYTES.to_string()), "{e}");
+    }
+
+    #[test]
+    fn a_base_path_can_not_be_escaped() {
+        assert_eq!(under_base("/app", "/x", false).unwrap(), "/app/x");
+        assert_eq!(under_base("/app/", "/", false).unwrap(), "/app");
+        assert_eq!(under_base("", "/x", false).unwrap(), "/x");
+        assert_eq!(under_base("/app", "/q-", true).unwrap(), "/app/q-");
+        assert!(under_base("/app", "x", false).is_err(), "no /appx");
+        assert!(under_base("/app", "/../x", false).is_err());
+        assert!(under_base("app", "/x", false).is_err());
+        assert_eq!(strip_base("/app", "/app/x"), "/x");
+        assert_eq!(strip_base("/app", "/app"), "/");
+        assert_eq!(strip_base("/app", "/apple"), "/apple");
+        assert_eq!(strip_base("/", "/x"), "/x");
     }
 
     #[test]
