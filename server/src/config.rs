@@ -1,14 +1,21 @@
-//! Node configuration: command-line flags and/or a TOML file, merged and
-//! checked into a [`Config`]. Flags win over the file.
+//! A member's settings, declared once ([`Args`]) and taken from flags,
+//! `ENSEMBLE_*` environment variables and a TOML file, in that order of
+//! precedence, then checked into a [`Config`].
+//!
+//! The TOML file is turned into flags (a key `max_batch = 64` is
+//! `--max-batch 64`; the `[[peers]]` tables are `--peers`), so the one
+//! definition in [`Args`] serves all three sources, its docs are the
+//! reference, and a key no flag knows is refused.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
-use serde::Deserialize;
+use clap::{CommandFactory, Parser};
 
-use crate::raft::{NodeId, PeerNode};
+use crate::state::machine::MAX_BATCH;
+use crate::state::{NodeId, PeerNode};
 
 /// A configuration that can not run; the message names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -19,119 +26,199 @@ fn bad(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
 }
 
-/// Flags of `ensemble-server`. Every one may also come from the TOML file
-/// given with `--config` (same names, with `_` for `-`).
+/// Why the command line gave no configuration.
+#[derive(Debug)]
+pub enum ArgsError {
+    /// clap's own answer: a usage error, or `--help` / `--version`.
+    Usage(clap::Error),
+    /// The configuration file is unreadable or wrong.
+    File(ConfigError),
+}
+
+/// Every setting of `ensemble-server`. Each is a flag, an `ENSEMBLE_*`
+/// environment variable, and a key of the TOML file given with `--config`
+/// (the flag's name with `_` for `-`); flags win over the environment,
+/// which wins over the file.
 #[derive(Parser, Debug, Default)]
-#[command(name = "ensemble-server", version, about = "One node of an Ensemble cluster")]
+#[command(
+    name = "ensemble-server",
+    version,
+    about = "One member of an Ensemble cluster",
+    args_override_self = true
+)]
 pub struct Args {
     /// TOML file with any of the settings below.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// This node's id: unique in the cluster, never reused.
-    #[arg(long)]
+    /// This member's id: unique in the cluster, never reused.
+    #[arg(long, env = "ENSEMBLE_ID")]
     pub id: Option<u64>,
-    /// Where to serve clients (default: this node's entry in --peers).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub client_addr: Option<String>,
-    /// Where to serve peers (default: this node's entry in --peers).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub peer_addr: Option<String>,
-    /// Directory for the Raft log, vote and snapshots.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
     /// Every member: `ID=PEER_ADDR/CLIENT_ADDR`, comma separated.
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", env = "ENSEMBLE_PEERS")]
     pub peers: Option<String>,
-    /// Raft heartbeat interval.
-    #[arg(long, value_name = "MS")]
+    /// Directory for the Raft log, vote and snapshots.
+    #[arg(long, value_name = "DIR", env = "ENSEMBLE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where to serve clients (default: this member's entry in --peers).
+    #[arg(long, value_name = "HOST:PORT", env = "ENSEMBLE_CLIENT_ADDR")]
+    pub client_addr: Option<String>,
+    /// Where to serve peers (default: this member's entry in --peers).
+    #[arg(long, value_name = "HOST:PORT", env = "ENSEMBLE_PEER_ADDR")]
+    pub peer_addr: Option<String>,
+    /// Raft heartbeat interval, leader to followers [default: 100].
+    #[arg(long, value_name = "MS", env = "ENSEMBLE_RAFT_HEARTBEAT_MS")]
     pub raft_heartbeat_ms: Option<u64>,
-    /// Lower bound of the randomized election timeout (the upper is twice it).
-    #[arg(long, value_name = "MS")]
+    /// Lower bound of the randomized election timeout; the upper is twice it [default: 500].
+    #[arg(long, value_name = "MS", env = "ENSEMBLE_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
-    /// Session tick: touch reports, heartbeat coalescing and expiry checks run this often.
-    #[arg(long, value_name = "MS")]
+    /// Liveness tick: touch reports, heartbeat coalescing and expiry checks [default: 100].
+    #[arg(long, value_name = "MS", env = "ENSEMBLE_TICK_MS")]
     pub tick_ms: Option<u64>,
-    /// Smallest session timeout granted.
-    #[arg(long, value_name = "MS")]
+    /// Smallest session timeout granted [default: 2000].
+    #[arg(long, value_name = "MS", env = "ENSEMBLE_MIN_SESSION_TIMEOUT_MS")]
     pub min_session_timeout_ms: Option<u64>,
-    /// Largest session timeout granted.
-    #[arg(long, value_name = "MS")]
+    /// Largest session timeout granted [default: 60000].
+    #[arg(long, value_name = "MS", env = "ENSEMBLE_MAX_SESSION_TIMEOUT_MS")]
     pub max_session_timeout_ms: Option<u64>,
-    /// Largest znode data accepted.
-    #[arg(long, value_name = "BYTES")]
+    /// Largest znode data accepted [default: 1048576].
+    #[arg(long, value_name = "BYTES", env = "ENSEMBLE_MAX_DATA_BYTES")]
     pub max_data_bytes: Option<usize>,
     /// Largest request accepted, as encoded on the wire (ZooKeeper's
-    /// jute.maxbuffer); default: max_data_bytes + 32 KiB.
-    #[arg(long, value_name = "BYTES")]
+    /// jute.maxbuffer) [default: max_data_bytes + 32768].
+    #[arg(long, value_name = "BYTES", env = "ENSEMBLE_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
-    /// Most operations in one multi.
-    #[arg(long, value_name = "OPS")]
+    /// Most operations in one multi [default: 10000].
+    #[arg(long, value_name = "OPS", env = "ENSEMBLE_MAX_MULTI_OPS")]
     pub max_multi_ops: Option<usize>,
-    /// Take a snapshot (and purge the log behind it) every this many entries.
-    #[arg(long, value_name = "ENTRIES")]
+    /// Take a snapshot (and purge the log behind it) every this many entries [default: 100000].
+    #[arg(long, value_name = "ENTRIES", env = "ENSEMBLE_SNAPSHOT_ENTRIES")]
     pub snapshot_entries: Option<u64>,
-    /// Log entries kept behind a snapshot, for slow followers.
-    #[arg(long, value_name = "ENTRIES")]
+    /// Log entries kept behind a snapshot, for slow followers [default: 10000].
+    #[arg(long, value_name = "ENTRIES", env = "ENSEMBLE_LOG_KEEP_ENTRIES")]
     pub log_keep_entries: Option<u64>,
-    /// Most commands in one log entry.
-    #[arg(long, value_name = "COMMANDS")]
+    /// Most commands in one log entry [default: 512].
+    #[arg(long, value_name = "COMMANDS", env = "ENSEMBLE_MAX_BATCH")]
     pub max_batch: Option<usize>,
-    /// Recent changes kept to replay persistent-watch events to reconnecting clients.
-    #[arg(long, value_name = "CHANGES")]
+    /// Recent changes kept to replay persistent-watch events to reconnecting clients [default: 10000].
+    #[arg(long, value_name = "CHANGES", env = "ENSEMBLE_WATCH_HISTORY")]
     pub watch_history: Option<usize>,
 }
 
-/// The TOML file: the same settings as [`Args`].
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    id: Option<u64>,
-    client_addr: Option<String>,
-    peer_addr: Option<String>,
-    data_dir: Option<PathBuf>,
-    peers: Option<Vec<FilePeer>>,
-    raft_heartbeat_ms: Option<u64>,
-    election_timeout_ms: Option<u64>,
-    tick_ms: Option<u64>,
-    min_session_timeout_ms: Option<u64>,
-    max_session_timeout_ms: Option<u64>,
-    max_data_bytes: Option<usize>,
-    max_request_bytes: Option<usize>,
-    max_multi_ops: Option<usize>,
-    snapshot_entries: Option<u64>,
-    log_keep_entries: Option<u64>,
-    max_batch: Option<usize>,
-    watch_history: Option<usize>,
+impl Args {
+    /// Parses a command line, with the file it names folded in under the
+    /// flags and the environment.
+    pub fn parse_all(argv: Vec<OsString>) -> Result<Args, ArgsError> {
+        let args = Args::try_parse_from(&argv).map_err(ArgsError::Usage)?;
+        let Some(path) = args.config.clone() else {
+            return Ok(args);
+        };
+        let file = file_args(&path).map_err(ArgsError::File)?;
+        let program = argv.first().cloned().unwrap_or_else(|| "ensemble-server".into());
+        // The file alone first, so a bad value there is reported as the file's.
+        let alone = std::iter::once(program.clone()).chain(file.iter().cloned());
+        Args::try_parse_from(alone)
+            .map_err(|e| ArgsError::File(bad(format!("{}: {}", path.display(), e.kind()))))?;
+        let merged = std::iter::once(program)
+            .chain(file)
+            .chain(argv.into_iter().skip(1));
+        Args::try_parse_from(merged).map_err(ArgsError::Usage)
+    }
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-struct FilePeer {
-    id: u64,
-    peer_addr: String,
-    client_addr: String,
+/// The flags a TOML file stands for. Keys whose environment variable is set
+/// are skipped: the environment wins over the file.
+fn file_args(path: &std::path::Path) -> Result<Vec<OsString>, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| bad(format!("can not read {}: {e}", path.display())))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let command = Args::command();
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.replace('_', "-").as_str()) && key != "config")
+            .ok_or_else(|| bad(format!("{}: unknown setting {key:?}", path.display())))?;
+        if arg.get_env().is_some_and(|env| std::env::var_os(env).is_some()) {
+            continue;
+        }
+        let text = match (&*key, value) {
+            ("peers", toml::Value::Array(peers)) => {
+                peers_list(&peers).map_err(|e| bad(format!("{}: {e}", path.display())))?
+            }
+            (_, toml::Value::String(s)) => s,
+            (_, v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_))) => {
+                v.to_string()
+            }
+            (_, v) => {
+                return Err(bad(format!(
+                    "{}: {key} = {v} is not a single value",
+                    path.display()
+                )))
+            }
+        };
+        out.push(format!("--{}", key.replace('_', "-")).into());
+        out.push(text.into());
+    }
+    Ok(out)
+}
+
+/// `[[peers]]` tables (`id`, `peer_addr`, `client_addr`) as a `--peers` list.
+fn peers_list(peers: &[toml::Value]) -> Result<String, String> {
+    let item = |p: &toml::Value| -> Option<String> {
+        let t = p.as_table()?;
+        let id = t.get("id")?.as_integer()?;
+        let peer = t.get("peer_addr")?.as_str()?;
+        let client = t.get("client_addr")?.as_str()?;
+        (t.len() == 3).then(|| format!("{id}={peer}/{client}"))
+    };
+    peers
+        .iter()
+        .map(|p| {
+            item(p)
+                .ok_or_else(|| format!("a [[peers]] table needs exactly id, peer_addr and client_addr: {p}"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(|v| v.join(","))
 }
 
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// This member's id.
     pub id: NodeId,
+    /// Where it serves clients.
     pub client_addr: String,
+    /// Where it serves peers.
     pub peer_addr: String,
+    /// Where its data lives.
     pub data_dir: PathBuf,
+    /// Every member.
     pub members: BTreeMap<NodeId, PeerNode>,
-    pub heartbeat: Duration,
+    /// The Raft heartbeat interval.
+    pub raft_heartbeat: Duration,
+    /// The shortest election timeout.
     pub election_timeout_min: Duration,
+    /// The longest election timeout.
     pub election_timeout_max: Duration,
+    /// The liveness tick.
     pub tick: Duration,
+    /// The smallest session timeout granted.
     pub min_session_timeout: Duration,
+    /// The largest session timeout granted.
     pub max_session_timeout: Duration,
+    /// The largest znode data.
     pub max_data_bytes: usize,
+    /// The largest request, encoded.
     pub max_request_bytes: usize,
+    /// The most ops in a multi.
     pub max_multi_ops: usize,
+    /// Entries between snapshots.
     pub snapshot_entries: u64,
+    /// Entries kept behind a snapshot.
     pub log_keep_entries: u64,
+    /// Commands per entry.
     pub max_batch: usize,
+    /// Changes kept for watch replay.
     pub watch_history: usize,
 }
 
@@ -149,31 +236,21 @@ fn parse_peers(list: &str) -> Result<BTreeMap<NodeId, PeerNode>, ConfigError> {
         let (peer_addr, client_addr) = addrs
             .split_once('/')
             .ok_or_else(|| bad(format!("peer {item:?} is not ID=PEER_ADDR/CLIENT_ADDR")))?;
-        insert_peer(&mut members, id, peer_addr.trim(), client_addr.trim())?;
+        if id == 0 {
+            return Err(bad("peer id 0 is reserved; ids start at 1"));
+        }
+        for (what, addr) in [("peer", peer_addr.trim()), ("client", client_addr.trim())] {
+            check_addr(&format!("peer {id} {what} address"), addr)?;
+        }
+        let node = PeerNode {
+            peer_addr: peer_addr.trim().to_string(),
+            client_addr: client_addr.trim().to_string(),
+        };
+        if members.insert(id, node).is_some() {
+            return Err(bad(format!("peer id {id} is listed twice")));
+        }
     }
     Ok(members)
-}
-
-fn insert_peer(
-    members: &mut BTreeMap<NodeId, PeerNode>,
-    id: u64,
-    peer_addr: &str,
-    client_addr: &str,
-) -> Result<(), ConfigError> {
-    if id == 0 {
-        return Err(bad("peer id 0 is reserved; ids start at 1"));
-    }
-    for (what, addr) in [("peer", peer_addr), ("client", client_addr)] {
-        check_addr(&format!("peer {id} {what} address"), addr)?;
-    }
-    let node = PeerNode {
-        peer_addr: peer_addr.to_string(),
-        client_addr: client_addr.to_string(),
-    };
-    if members.insert(id, node).is_some() {
-        return Err(bad(format!("peer id {id} is listed twice")));
-    }
-    Ok(())
 }
 
 fn check_addr(what: &str, addr: &str) -> Result<(), ConfigError> {
@@ -183,124 +260,76 @@ fn check_addr(what: &str, addr: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn ms(name: &str, v: u64) -> Result<Duration, ConfigError> {
-    if v == 0 {
-        return Err(bad(format!("{name} must be greater than 0")));
+fn ms(name: &str, v: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    match v.unwrap_or(default) {
+        0 => Err(bad(format!("{name} must be greater than 0"))),
+        v => Ok(Duration::from_millis(v)),
     }
-    Ok(Duration::from_millis(v))
 }
 
 impl Config {
-    /// Merges flags over the file (if any) and checks the result.
+    /// Checks the settings and fills in defaults.
     pub fn load(args: Args) -> Result<Config, ConfigError> {
-        let file = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| bad(format!("can not read {}: {e}", path.display())))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| bad(format!("{}: {e}", path.display())))?
-            }
-            None => FileConfig::default(),
-        };
-        let id = args.id.or(file.id).ok_or_else(|| bad("--id is required"))?;
-        let members = match (&args.peers, file.peers) {
-            (Some(list), _) => parse_peers(list)?,
-            (None, Some(list)) => {
-                let mut m = BTreeMap::new();
-                for p in list {
-                    insert_peer(&mut m, p.id, &p.peer_addr, &p.client_addr)?;
-                }
-                m
-            }
-            (None, None) => return Err(bad("--peers is required (every member, this node included)")),
-        };
+        let id = args.id.ok_or_else(|| bad("--id is required"))?;
+        let members = parse_peers(
+            args.peers
+                .as_deref()
+                .ok_or_else(|| bad("--peers is required (every member, this one included)"))?,
+        )?;
         let me = members.get(&id).ok_or_else(|| {
             bad(format!(
                 "--id {id} is not among the peers {:?}",
                 members.keys().collect::<Vec<_>>()
             ))
         })?;
-        let client_addr = args
-            .client_addr
-            .or(file.client_addr)
-            .unwrap_or_else(|| me.client_addr.clone());
-        let peer_addr = args
-            .peer_addr
-            .or(file.peer_addr)
-            .unwrap_or_else(|| me.peer_addr.clone());
+        let client_addr = args.client_addr.unwrap_or_else(|| me.client_addr.clone());
+        let peer_addr = args.peer_addr.unwrap_or_else(|| me.peer_addr.clone());
         check_addr("--client-addr", &client_addr)?;
         check_addr("--peer-addr", &peer_addr)?;
-        let data_dir = args
-            .data_dir
-            .or(file.data_dir)
-            .ok_or_else(|| bad("--data-dir is required"))?;
-        let heartbeat = ms(
-            "raft_heartbeat_ms",
-            args.raft_heartbeat_ms.or(file.raft_heartbeat_ms).unwrap_or(100),
-        )?;
-        let election = ms(
-            "election_timeout_ms",
-            args.election_timeout_ms
-                .or(file.election_timeout_ms)
-                .unwrap_or(500),
-        )?;
-        if election <= heartbeat * 2 {
+        let data_dir = args.data_dir.ok_or_else(|| bad("--data-dir is required"))?;
+        let raft_heartbeat = ms("raft_heartbeat_ms", args.raft_heartbeat_ms, 100)?;
+        let election = ms("election_timeout_ms", args.election_timeout_ms, 500)?;
+        if election <= raft_heartbeat * 2 {
             return Err(bad(format!(
                 "election_timeout_ms ({}) must exceed twice raft_heartbeat_ms ({})",
                 election.as_millis(),
-                heartbeat.as_millis()
+                raft_heartbeat.as_millis()
             )));
         }
-        let tick = ms("tick_ms", args.tick_ms.or(file.tick_ms).unwrap_or(100))?;
-        let min_session = ms(
-            "min_session_timeout_ms",
-            args.min_session_timeout_ms
-                .or(file.min_session_timeout_ms)
-                .unwrap_or(2000),
-        )?;
-        let max_session = ms(
-            "max_session_timeout_ms",
-            args.max_session_timeout_ms
-                .or(file.max_session_timeout_ms)
-                .unwrap_or(60_000),
-        )?;
+        let tick = ms("tick_ms", args.tick_ms, 100)?;
+        let min_session = ms("min_session_timeout_ms", args.min_session_timeout_ms, 2000)?;
+        let max_session = ms("max_session_timeout_ms", args.max_session_timeout_ms, 60_000)?;
         if min_session > max_session {
             return Err(bad("min_session_timeout_ms exceeds max_session_timeout_ms"));
         }
         if min_session < tick * 3 {
             return Err(bad("min_session_timeout_ms must be at least three ticks"));
         }
-        let max_data_bytes = args.max_data_bytes.or(file.max_data_bytes).unwrap_or(1024 * 1024);
+        let max_data_bytes = args.max_data_bytes.unwrap_or(1024 * 1024);
         if max_data_bytes == 0 || max_data_bytes > 64 * 1024 * 1024 {
             return Err(bad("max_data_bytes must be between 1 and 67108864"));
         }
         // Room for the largest data, the longest path and the framing.
         let request_floor = max_data_bytes + ensemble_proto::path::MAX_PATH_BYTES + 1024;
-        let max_request_bytes = args
-            .max_request_bytes
-            .or(file.max_request_bytes)
-            .unwrap_or(max_data_bytes + 32 * 1024);
+        let max_request_bytes = args.max_request_bytes.unwrap_or(max_data_bytes + 32 * 1024);
         if max_request_bytes < request_floor || max_request_bytes > 256 * 1024 * 1024 {
             return Err(bad(format!(
                 "max_request_bytes must be between {request_floor} (max_data_bytes + the longest path + 1 KiB) and 268435456"
             )));
         }
-        let max_multi_ops = args.max_multi_ops.or(file.max_multi_ops).unwrap_or(10_000);
+        let max_multi_ops = args.max_multi_ops.unwrap_or(10_000);
         if max_multi_ops == 0 || max_multi_ops > 1_000_000 {
             return Err(bad("max_multi_ops must be between 1 and 1000000"));
         }
-        let snapshot_entries = args.snapshot_entries.or(file.snapshot_entries).unwrap_or(100_000);
-        let log_keep_entries = args.log_keep_entries.or(file.log_keep_entries).unwrap_or(10_000);
+        let snapshot_entries = args.snapshot_entries.unwrap_or(100_000);
         if snapshot_entries == 0 {
             return Err(bad("snapshot_entries must be greater than 0"));
         }
-        let max_batch = args.max_batch.or(file.max_batch).unwrap_or(512);
-        if max_batch == 0 || max_batch > crate::state::machine::MAX_BATCH {
-            return Err(bad(format!(
-                "max_batch must be between 1 and {}",
-                crate::state::machine::MAX_BATCH
-            )));
+        let max_batch = args.max_batch.unwrap_or(512);
+        if max_batch == 0 || max_batch > MAX_BATCH {
+            return Err(bad(format!("max_batch must be between 1 and {MAX_BATCH}")));
         }
-        let watch_history = args.watch_history.or(file.watch_history).unwrap_or(10_000);
+        let watch_history = args.watch_history.unwrap_or(10_000);
         if watch_history == 0 {
             return Err(bad("watch_history must be greater than 0"));
         }
@@ -310,7 +339,7 @@ impl Config {
             peer_addr,
             data_dir,
             members,
-            heartbeat,
+            raft_heartbeat,
             election_timeout_min: election,
             election_timeout_max: election * 2,
             tick,
@@ -320,7 +349,7 @@ impl Config {
             max_request_bytes,
             max_multi_ops,
             snapshot_entries,
-            log_keep_entries,
+            log_keep_entries: args.log_keep_entries.unwrap_or(10_000),
             max_batch,
             watch_history,
         })
@@ -330,14 +359,14 @@ impl Config {
     pub fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
         let c = openraft::Config {
             cluster_name: "ensemble".into(),
-            heartbeat_interval: self.heartbeat.as_millis() as u64,
+            heartbeat_interval: self.raft_heartbeat.as_millis() as u64,
             election_timeout_min: self.election_timeout_min.as_millis() as u64,
             election_timeout_max: self.election_timeout_max.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_entries),
             max_in_snapshot_log_to_keep: self.log_keep_entries,
             install_snapshot_timeout: 10_000,
-            // openraft gives each AppendEntries one heartbeat interval to
-            // finish, so bound its size: entries are batches themselves.
+            // Entries are batches themselves; the log store also bounds an
+            // AppendEntries by bytes.
             max_payload_entries: 64,
             ..Default::default()
         };
@@ -378,5 +407,39 @@ mod tests {
             let e = Config::load(args(peers)).unwrap_err().to_string();
             assert!(e.contains(why), "{peers}: {e}");
         }
+    }
+
+    #[test]
+    fn one_definition_serves_the_file_the_environment_and_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "id = 1\ndata_dir = \"/d\"\nmax_batch = 64\ntick_ms = 50\n\
+             [[peers]]\nid = 1\npeer_addr = \"a:1\"\nclient_addr = \"a:2\"\n",
+        )
+        .unwrap();
+        let argv = |extra: &[&str]| -> Vec<OsString> {
+            ["ensemble-server", "--config", file.to_str().unwrap()]
+                .iter()
+                .chain(extra)
+                .map(OsString::from)
+                .collect()
+        };
+        let from_file = Config::load(Args::parse_all(argv(&[])).unwrap()).unwrap();
+        assert_eq!(
+            (from_file.max_batch, from_file.tick, from_file.members.len()),
+            (64, Duration::from_millis(50), 1)
+        );
+        let flag_wins = Args::parse_all(argv(&["--max-batch", "8"])).unwrap();
+        assert_eq!(flag_wins.max_batch, Some(8));
+
+        std::fs::write(&file, "id = 1\nno_such_setting = 3\n").unwrap();
+        let Err(ArgsError::File(e)) = Args::parse_all(argv(&[])) else {
+            panic!("an unknown key is refused");
+        };
+        assert!(e.to_string().contains("no_such_setting"), "{e}");
+        std::fs::write(&file, "id = \"one\"\n").unwrap();
+        assert!(matches!(Args::parse_all(argv(&[])), Err(ArgsError::File(_))));
     }
 }

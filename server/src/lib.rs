@@ -1,35 +1,44 @@
 //! # ensemble-server
 //!
-//! One node of an Ensemble cluster: a ZooKeeper-style coordination service
-//! replicated with Raft (openraft) and persisted in sled.
+//! One member of an Ensemble cluster: a ZooKeeper-style coordination
+//! service replicated with Raft (openraft) and persisted in sled.
 //!
-//! A tour of the modules, following a request:
-//! - [`config`]: flags and TOML into a checked [`config::Config`].
-//! - [`node`]: wires everything and runs the node.
-//! - [`api`]: the client gRPC service; [`api::router`] sends writes to the
-//!   leader, [`api::proposer`] batches them into log entries (group commit).
-//! - [`raft`]: openraft's types, the peer network and the peer service.
-//! - [`storage`]: the Raft log and vote in sled, flushed before acknowledged.
-//! - [`state`]: the deterministic state machine: [`state::machine`] applies
-//!   entries, [`state::tree`] holds znodes, [`state::sessions`] the sessions.
-//! - [`sessions`]: liveness: [`sessions::expiry`] is where the leader decides
-//!   expiry; [`sessions::manager`] coalesces heartbeats and reports touches.
-//! - [`admin`]: node status.
+//! The layers, bottom up; each imports only the ones below it
+//! (`server/tests/layers.rs` checks), and `node` wires them:
+//!
+//! 1. [`state`]: pure and deterministic: commands, the znode tree, the
+//!    session table, apply (where a create, a close or an expiry is applied).
+//! 2. `config`: settings, declared once.
+//! 3. [`consensus`]: openraft's glue: the log store on sled, the state
+//!    machine, group commit ([`consensus::proposer`]), the way to the leader
+//!    ([`consensus::router`], where a write is forwarded).
+//! 4. `liveness`: touches, apply marks, evidence, deadlines, and
+//!    `liveness/expiry.rs`, where expiry is decided.
+//! 5. `api` (the client service; a watch fires in `api/watches.rs`),
+//!    `peer` (each peer call, client and server half together) and
+//!    `admin` (the healthcheck command).
+//! 6. `node`: opens storage and wires the layers; [`main_with_args`] runs it.
+//!
+//! Only what the binaries and the storage test suite need is public.
+//!
+//! Words mean what `docs/glossary.md` says.
 
 // openraft's StorageError and tonic's Status are large by design; boxing them
 // at every boundary would only add noise.
 #![allow(clippy::result_large_err)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod admin;
-pub mod api;
-pub mod config;
-pub mod node;
-pub mod raft;
-pub mod sessions;
+pub(crate) mod admin;
+pub(crate) mod api;
+pub(crate) mod config;
+pub mod consensus;
+pub(crate) mod liveness;
+pub(crate) mod node;
+pub(crate) mod peer;
 pub mod state;
-pub mod storage;
 
-/// What a node logs unless `RUST_LOG` says otherwise. openraft's per-RPC
+/// What a member logs unless `RUST_LOG` says otherwise. openraft's per-RPC
 /// replication errors are off: a peer that is down would fill the log with
 /// several lines per retry; the peer network logs each peer going
 /// unreachable and coming back instead, once.
@@ -46,9 +55,13 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std
     if args.get(1).is_some_and(|a| a == "healthcheck") {
         return healthcheck(&args[1..]);
     }
-    let args: config::Args = match parse_args(args) {
+    let args = match config::Args::parse_all(args) {
         Ok(a) => a,
-        Err(code) => return code,
+        Err(config::ArgsError::Usage(e)) => return usage(e),
+        Err(config::ArgsError::File(e)) => {
+            eprintln!("ensemble-server: {e}");
+            return ExitCode::from(2);
+        }
     };
     let config = match config::Config::load(args) {
         Ok(c) => c,
@@ -97,9 +110,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std
 fn healthcheck(args: &[std::ffi::OsString]) -> std::process::ExitCode {
     use std::process::ExitCode;
 
-    let args: admin::health::HealthArgs = match parse_args(args) {
+    let args = match <admin::health::HealthArgs as clap::Parser>::try_parse_from(args) {
         Ok(a) => a,
-        Err(code) => return code,
+        Err(e) => return usage(e),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
@@ -121,17 +134,13 @@ fn healthcheck(args: &[std::ffi::OsString]) -> std::process::ExitCode {
     }
 }
 
-/// Parses flags; on `--help`/`--version` or a usage error, prints clap's
-/// text and gives the exit code (0, or 2 for bad usage).
-fn parse_args<T: clap::Parser>(
-    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
-) -> Result<T, std::process::ExitCode> {
-    T::try_parse_from(args).map_err(|e| {
-        let _ = e.print();
-        if e.use_stderr() {
-            std::process::ExitCode::from(2)
-        } else {
-            std::process::ExitCode::SUCCESS
-        }
-    })
+/// Prints clap's text for `--help`, `--version` or a usage error, and
+/// gives the exit code (0, or 2 for bad usage).
+fn usage(e: clap::Error) -> std::process::ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        std::process::ExitCode::from(2)
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
 }

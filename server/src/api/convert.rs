@@ -1,38 +1,36 @@
 //! Conversions between the wire types (`ensemble.v1`) and the state machine's
 //! types, with the checks a request must pass before it is proposed.
 
+use ensemble_proto::path;
 use ensemble_proto::v1 as pb;
 
-use super::errors::ApiError;
-use ensemble_proto::path;
-
-use crate::state::{Op, OpOutput, Stat};
+use crate::state::{Op, OpOutput, Refusal, Stat};
 
 /// The wire form of a stat.
 pub fn stat(s: &Stat) -> pb::Stat {
     pb::Stat {
-        czxid: s.czxid,
-        mzxid: s.mzxid,
-        pzxid: s.pzxid,
+        czxid: s.czxid.0,
+        mzxid: s.mzxid.0,
+        pzxid: s.pzxid.0,
         ctime: s.ctime,
         mtime: s.mtime,
         version: s.version,
         cversion: s.cversion,
         aversion: s.aversion,
-        ephemeral_owner: s.ephemeral_owner,
+        ephemeral_owner: s.ephemeral_owner.0,
         data_length: s.data_length,
         num_children: s.num_children,
     }
 }
 
 /// Checks a path for an op (sequential creates may end in `/`).
-pub fn check_path(p: &str, sequential: bool) -> Result<(), ApiError> {
-    path::validate(p, sequential).map_err(ApiError::bad_arguments)
+pub fn check_path(p: &str, sequential: bool) -> Result<(), Refusal> {
+    path::validate(p, sequential).map_err(Refusal::bad_arguments)
 }
 
-fn check_data(p: &str, data: &[u8], max: usize) -> Result<(), ApiError> {
+fn check_data(p: &str, data: &[u8], max: usize) -> Result<(), Refusal> {
     if data.len() > max {
-        return Err(ApiError::bad_arguments(format!(
+        return Err(Refusal::bad_arguments(format!(
             "data for {p} is {} bytes; the limit is {max}",
             data.len()
         )));
@@ -41,18 +39,18 @@ fn check_data(p: &str, data: &[u8], max: usize) -> Result<(), ApiError> {
 }
 
 /// (ephemeral, sequential) of a create mode number; unknown numbers are refused.
-pub fn create_mode(mode: i32) -> Result<(bool, bool), ApiError> {
+pub fn create_mode(mode: i32) -> Result<(bool, bool), Refusal> {
     match pb::CreateMode::try_from(mode) {
         Ok(pb::CreateMode::Persistent) => Ok((false, false)),
         Ok(pb::CreateMode::Ephemeral) => Ok((true, false)),
         Ok(pb::CreateMode::PersistentSequential) => Ok((false, true)),
         Ok(pb::CreateMode::EphemeralSequential) => Ok((true, true)),
-        Err(_) => Err(ApiError::bad_arguments(format!("create mode {mode} is unknown"))),
+        Err(_) => Err(Refusal::bad_arguments(format!("create mode {mode} is unknown"))),
     }
 }
 
 /// A checked create op.
-pub fn create_op(p: String, data: Vec<u8>, mode: i32, max_data: usize) -> Result<Op, ApiError> {
+pub fn create_op(p: String, data: Vec<u8>, mode: i32, max_data: usize) -> Result<Op, Refusal> {
     let (ephemeral, sequential) = create_mode(mode)?;
     check_path(&p, sequential)?;
     check_data(&p, &data, max_data)?;
@@ -65,7 +63,7 @@ pub fn create_op(p: String, data: Vec<u8>, mode: i32, max_data: usize) -> Result
 }
 
 /// A checked set op.
-pub fn set_op(p: String, data: Vec<u8>, version: i32, max_data: usize) -> Result<Op, ApiError> {
+pub fn set_op(p: String, data: Vec<u8>, version: i32, max_data: usize) -> Result<Op, Refusal> {
     check_path(&p, false)?;
     check_data(&p, &data, max_data)?;
     Ok(Op::Set {
@@ -77,30 +75,27 @@ pub fn set_op(p: String, data: Vec<u8>, version: i32, max_data: usize) -> Result
 
 /// A checked delete op. A version below -1 is not refused: as in
 /// ZooKeeper, it is an exact version that no znode has (`BAD_VERSION`).
-pub fn delete_op(p: String, version: i32) -> Result<Op, ApiError> {
+pub fn delete_op(p: String, version: i32) -> Result<Op, Refusal> {
     check_path(&p, false)?;
     Ok(Op::Delete { path: p, version })
 }
 
 /// A checked check op.
-pub fn check_op(p: String, version: i32) -> Result<Op, ApiError> {
+pub fn check_op(p: String, version: i32) -> Result<Op, Refusal> {
     check_path(&p, false)?;
     Ok(Op::Check { path: p, version })
 }
 
 /// A checked op of a multi; errors name the op's index.
-pub fn multi_op(i: usize, op: pb::Op, max_data: usize) -> Result<Op, ApiError> {
+pub fn multi_op(i: usize, op: pb::Op, max_data: usize) -> Result<Op, Refusal> {
     let checked = match op.op {
         Some(pb::op::Op::Check(c)) => check_op(c.path, c.expected_version),
         Some(pb::op::Op::Create(c)) => create_op(c.path, c.data, c.mode, max_data),
         Some(pb::op::Op::Set(s)) => set_op(s.path, s.data, s.expected_version, max_data),
         Some(pb::op::Op::Delete(d)) => delete_op(d.path, d.expected_version),
-        None => Err(ApiError::bad_arguments("op is empty")),
+        None => Err(Refusal::bad_arguments("op is empty")),
     };
-    checked.map_err(|mut e| {
-        e.op_index = Some(i as u32);
-        e
-    })
+    checked.map_err(|e| e.at_op(i))
 }
 
 /// The wire form of one op's result.

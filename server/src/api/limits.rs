@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use tonic::body::BoxBody;
 use tonic::{Code, Status};
 
-use super::errors::ApiError;
+use crate::state::Refusal;
 
 /// tonic's message for a message over the decoding limit (tonic 0.12).
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
@@ -29,16 +29,15 @@ fn oversize(status: &Status) -> Option<usize> {
 }
 
 /// The refusal of a request of `found` bytes.
-pub fn too_large(found: usize, limit: usize) -> ApiError {
-    let mut e = ApiError::bad_arguments(format!(
+pub fn too_large(found: usize, limit: usize) -> Refusal {
+    Refusal::bad_arguments(format!(
         "request of {found} bytes is larger than the limit of {limit} bytes (max_request_bytes); nothing was applied"
-    ));
-    e.not_applied = true;
-    e
+    ))
+    .not_applied()
 }
 
 /// Ensemble's refusal for tonic's refusal of an oversized message, if it is one.
-pub fn rewrite(status: &Status, limit: usize) -> Option<ApiError> {
+pub fn rewrite(status: &Status, limit: usize) -> Option<Refusal> {
     oversize(status).map(|found| too_large(found, limit))
 }
 
@@ -91,7 +90,7 @@ where
             // status is in the headers.
             let rewritten = Status::from_header_map(response.headers())
                 .and_then(|status| rewrite(&status, limit))
-                .map(|e| Status::from(e).into_http());
+                .map(|r| super::refusal::status(r).into_http());
             Ok(rewritten.unwrap_or(response))
         })
     }

@@ -2,7 +2,9 @@
 //! stream. Requests are applied one at a time in arrival order (FIFO per
 //! session); replies and watch events share one ordered outbound channel,
 //! so an event always precedes any reply that reflects its change.
-//! Heartbeats skip the queue, so a slow write never starves them.
+//! Heartbeats skip the queue, so a slow write never starves them. The
+//! stream is bound to the session its first message resumed: whatever
+//! session a later message names, it acts for that one.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -10,16 +12,19 @@ use std::sync::atomic::Ordering;
 use ensemble_proto::v1 as pb;
 use ensemble_proto::v1::session_request::Request as Req;
 use ensemble_proto::v1::session_response::Response as Resp;
+use ensemble_proto::{SessionId, Zxid};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Status, Streaming};
 use tracing::{debug, Instrument};
 
-use super::errors::ApiError;
+use super::calls::SessionCall;
+use super::convert::check_path;
+use super::refusal::stream_reply;
 use super::service::{span, ClientService};
-use super::watches::{WatchKind, WatcherId};
-use crate::state::ErrorCode;
+use super::watches::{StreamId, WatchKind};
+use crate::state::Refusal;
 
 /// Replies and events queued for one stream; a client that falls this far
 /// behind is disconnected and resyncs on reconnect.
@@ -35,42 +40,66 @@ pub fn start(svc: ClientService, inbound: Streaming<pb::SessionRequest>) -> Outb
     Box::pin(ReceiverStream::new(rx).map(Ok))
 }
 
-fn error_reply(e: ApiError) -> Resp {
-    Resp::Error(pb::ErrorReply {
-        code: proto_code(e.code) as i32,
-        message: format!("{}: {}", e.code, e.message),
-        op_index: e.op_index.map(|i| i as i32).unwrap_or(-1),
-        not_applied: e.not_applied,
-    })
-}
-
-/// The wire enum of an error code (same names).
-pub fn proto_code(code: ErrorCode) -> pb::ErrorCode {
-    pb::ErrorCode::from_str_name(code.name()).unwrap_or(pb::ErrorCode::SystemError)
-}
-
-fn reply<T>(r: Result<T, ApiError>, wrap: fn(T) -> Resp) -> Resp {
+fn answer<T>(r: Result<T, Refusal>, wrap: fn(T) -> Resp) -> Resp {
     match r {
         Ok(v) => wrap(v),
-        Err(e) => error_reply(e),
+        Err(e) => stream_reply(e),
     }
 }
 
-/// The session a stream was resumed for, and the secret that proved it.
+/// The session a stream was resumed for, the secret that proved it, and
+/// the stream's id (its watches).
+#[derive(Clone)]
 struct Bound {
-    session_id: u64,
+    session_id: SessionId,
     secret: Vec<u8>,
+    stream: StreamId,
 }
 
-/// Pins a message's header to the stream's session, keeping the client's
-/// zxid: whatever session a message names, it acts for the stream's.
-fn pin_header(header: &mut Option<pb::RequestHeader>, bound: &Bound) {
-    let last_zxid = header.as_ref().map(|h| h.last_zxid).unwrap_or(0);
-    *header = Some(pb::RequestHeader {
-        session_id: bound.session_id,
-        last_zxid,
-        secret: bound.secret.clone(),
-    });
+impl Bound {
+    /// Pins a message's header to the stream's session, keeping the
+    /// client's last zxid.
+    fn pin(&self, header: &mut Option<pb::RequestHeader>) {
+        let last_zxid = header.as_ref().map(|h| h.last_zxid).unwrap_or(0);
+        *header = Some(pb::RequestHeader {
+            session_id: self.session_id.0,
+            last_zxid,
+            secret: self.secret.clone(),
+        });
+    }
+
+    /// Serves one session call on this stream; true if the stream ends after it.
+    async fn serve<C: SessionCall>(&self, svc: &ClientService, mut req: C) -> (Resp, bool) {
+        self.pin(req.header());
+        let span = span(C::OP, req.path());
+        let answer = req.call(svc, Some(self.stream)).instrument(span).await;
+        let ends = C::ends_stream(&answer);
+        (
+            match answer {
+                Ok(v) => C::wrap(v),
+                Err(e) => stream_reply(e),
+            },
+            ends,
+        )
+    }
+}
+
+/// Resumes the session the first message names; its answer goes out first.
+async fn resume(svc: &ClientService, first: pb::SessionRequest) -> (Resp, Option<(SessionId, Vec<u8>)>) {
+    let Some(Req::Resume(r)) = first.request else {
+        let e = Refusal::bad_arguments("the first message of a session stream must be resume");
+        return (stream_reply(e), None);
+    };
+    let header = r.header.clone().unwrap_or_default();
+    let secret = if r.secret.is_empty() {
+        header.secret
+    } else {
+        r.secret.clone()
+    };
+    match svc.resume(r).instrument(span("resume_session", "")).await {
+        Ok(reply) => (Resp::Resume(reply), Some((SessionId(header.session_id), secret))),
+        Err(e) => (stream_reply(e), None),
+    }
 }
 
 async fn run(
@@ -78,74 +107,44 @@ async fn run(
     mut inbound: Streaming<pb::SessionRequest>,
     tx: mpsc::Sender<pb::SessionResponse>,
 ) {
-    // The first message must resume the session on this node.
     let first = match inbound.message().await {
         Ok(Some(m)) => m,
         _ => return,
     };
-    let (bound, resumed) = match first.request {
-        Some(Req::Resume(r)) => {
-            let header = r.header.clone().unwrap_or_default();
-            let secret = if r.secret.is_empty() {
-                header.secret
-            } else {
-                r.secret.clone()
-            };
-            let bound = Bound {
-                session_id: header.session_id,
-                secret,
-            };
-            (
-                bound,
-                svc.handle_resume(r).instrument(span("resume_session", "")).await,
-            )
-        }
-        _ => (
-            Bound {
-                session_id: 0,
-                secret: Vec::new(),
-            },
-            Err(ApiError::bad_arguments(
-                "the first message of a session stream must be resume",
-            )),
-        ),
-    };
-    let session_id = bound.session_id;
-    let ok = resumed.is_ok();
+    let xid = first.xid;
+    let (reply, resumed) = resume(&svc, first).await;
     let _ = tx
         .send(pb::SessionResponse {
-            xid: first.xid,
-            response: Some(reply(resumed, Resp::Resume)),
+            xid,
+            response: Some(reply),
         })
         .await;
-    if !ok {
+    let Some((session_id, secret)) = resumed else {
         return;
-    }
-    let (watcher, overflowed) = svc.node.watches.add_watcher(tx.clone());
-    debug!(session = %format_args!("0x{session_id:x}"), watcher, "session stream open");
+    };
+    let (stream, overflowed) = svc.watches.add_watcher(tx.clone());
+    let bound = Bound {
+        session_id,
+        secret,
+        stream,
+    };
+    debug!(session = %session_id, stream, "session stream open");
 
     // Ordered work goes to one worker; heartbeats are answered at once.
     let (work_tx, mut work_rx) = mpsc::channel::<pb::SessionRequest>(1024);
-    let heartbeat_bound = Bound {
-        session_id,
-        secret: bound.secret.clone(),
-    };
     let worker = {
-        let svc = svc.clone();
-        let tx = tx.clone();
+        let (svc, tx, bound) = (svc.clone(), tx.clone(), bound.clone());
         tokio::spawn(async move {
             while let Some(msg) = work_rx.recv().await {
                 let xid = msg.xid;
-                let (resp, last) = dispatch(&svc, &bound, watcher, msg).await;
-                if tx
+                let (resp, last) = dispatch(&svc, &bound, msg).await;
+                let sent = tx
                     .send(pb::SessionResponse {
                         xid,
                         response: Some(resp),
                     })
-                    .await
-                    .is_err()
-                    || last
-                {
+                    .await;
+                if sent.is_err() || last {
                     break;
                 }
             }
@@ -153,10 +152,10 @@ async fn run(
     };
     loop {
         if overflowed.load(Ordering::Relaxed) {
-            let e = ApiError::connection_loss("the client fell too far behind its watch events; reconnect");
+            let e = Refusal::connection_loss("the client fell too far behind its watch events; reconnect");
             let _ = tx.try_send(pb::SessionResponse {
                 xid: 0,
-                response: Some(error_reply(e)),
+                response: Some(stream_reply(e)),
             });
             break;
         }
@@ -166,22 +165,21 @@ async fn run(
             Err(status) => {
                 // An oversized message ends the stream (tonic can not skip
                 // it), but the client learns why: nothing was applied.
-                if let Some(e) = super::limits::rewrite(&status, svc.node.config.max_request_bytes) {
+                if let Some(e) = super::limits::rewrite(&status, svc.limits.max_request_bytes) {
                     let _ = tx.try_send(pb::SessionResponse {
                         xid: 0,
-                        response: Some(error_reply(e)),
+                        response: Some(stream_reply(e)),
                     });
                 }
                 break;
             }
         };
-        if let Some(Req::Heartbeat(mut hb)) = msg.request {
-            pin_header(&mut hb.header, &heartbeat_bound);
-            let r = svc.handle_heartbeat(hb).await;
+        if let Some(Req::Heartbeat(hb)) = msg.request {
+            let (resp, _) = bound.serve(&svc, hb).await;
             let _ = tx
                 .send(pb::SessionResponse {
                     xid: msg.xid,
-                    response: Some(reply(r, Resp::Heartbeat)),
+                    response: Some(resp),
                 })
                 .await;
             continue;
@@ -192,115 +190,45 @@ async fn run(
     }
     drop(work_tx);
     let _ = worker.await;
-    svc.node.watches.remove_watcher(watcher);
-    debug!(session = %format_args!("0x{session_id:x}"), "session stream closed");
+    svc.watches.remove_watcher(bound.stream);
+    debug!(session = %session_id, "session stream closed");
 }
 
 /// Handles one ordered request; `true` when the stream should end after it.
-async fn dispatch(
-    svc: &ClientService,
-    bound: &Bound,
-    watcher: WatcherId,
-    msg: pb::SessionRequest,
-) -> (Resp, bool) {
+async fn dispatch(svc: &ClientService, bound: &Bound, msg: pb::SessionRequest) -> (Resp, bool) {
     let Some(request) = msg.request else {
-        return (error_reply(ApiError::bad_arguments("empty request")), false);
+        return (stream_reply(Refusal::bad_arguments("empty request")), false);
     };
+    let stream = bound.stream;
     match request {
         Req::Resume(_) => (
-            error_reply(ApiError::bad_arguments("the session is already resumed")),
+            stream_reply(Refusal::bad_arguments("the session is already resumed")),
             false,
         ),
-        Req::Heartbeat(mut r) => {
-            pin_header(&mut r.header, bound);
-            (reply(svc.handle_heartbeat(r).await, Resp::Heartbeat), false)
-        }
-        Req::Close(mut r) => {
-            pin_header(&mut r.header, bound);
-            let result = svc.handle_close(r).instrument(span("close_session", "")).await;
-            let closed = result.is_ok();
-            (reply(result, Resp::Close), closed)
-        }
-        Req::Create(mut r) => {
-            pin_header(&mut r.header, bound);
-            let s = span("create", &r.path);
-            (
-                reply(svc.handle_create(r).instrument(s).await, Resp::Create),
-                false,
-            )
-        }
-        Req::Get(mut r) => {
-            pin_header(&mut r.header, bound);
-            let s = span("get", &r.path);
-            (
-                reply(svc.handle_get(r, Some(watcher)).instrument(s).await, Resp::Get),
-                false,
-            )
-        }
-        Req::Set(mut r) => {
-            pin_header(&mut r.header, bound);
-            let s = span("set", &r.path);
-            (reply(svc.handle_set(r).instrument(s).await, Resp::Set), false)
-        }
-        Req::Delete(mut r) => {
-            pin_header(&mut r.header, bound);
-            let s = span("delete", &r.path);
-            (
-                reply(svc.handle_delete(r).instrument(s).await, Resp::Delete),
-                false,
-            )
-        }
-        Req::Exists(mut r) => {
-            pin_header(&mut r.header, bound);
-            let s = span("exists", &r.path);
-            (
-                reply(
-                    svc.handle_exists(r, Some(watcher)).instrument(s).await,
-                    Resp::Exists,
-                ),
-                false,
-            )
-        }
-        Req::Children(mut r) => {
-            pin_header(&mut r.header, bound);
-            let s = span("children", &r.path);
-            (
-                reply(
-                    svc.handle_children(r, Some(watcher)).instrument(s).await,
-                    Resp::Children,
-                ),
-                false,
-            )
-        }
-        Req::Multi(mut r) => {
-            pin_header(&mut r.header, bound);
-            (
-                reply(
-                    svc.handle_multi(r).instrument(span("multi", "")).await,
-                    Resp::Multi,
-                ),
-                false,
-            )
-        }
-        Req::Sync(mut r) => {
-            pin_header(&mut r.header, bound);
-            let s = span("sync", &r.path);
-            (reply(svc.handle_sync(r).instrument(s).await, Resp::Sync), false)
-        }
-        Req::AddWatch(r) => (reply(add_watch(svc, watcher, r), Resp::AddWatch), false),
-        Req::RemoveWatches(r) => (reply(remove_watches(svc, watcher, r), Resp::RemoveWatches), false),
+        Req::Heartbeat(r) => bound.serve(svc, r).await,
+        Req::Close(r) => bound.serve(svc, r).await,
+        Req::Create(r) => bound.serve(svc, r).await,
+        Req::Get(r) => bound.serve(svc, r).await,
+        Req::Set(r) => bound.serve(svc, r).await,
+        Req::Delete(r) => bound.serve(svc, r).await,
+        Req::Exists(r) => bound.serve(svc, r).await,
+        Req::Children(r) => bound.serve(svc, r).await,
+        Req::Multi(r) => bound.serve(svc, r).await,
+        Req::Sync(r) => bound.serve(svc, r).await,
+        Req::AddWatch(r) => (answer(add_watch(svc, stream, r), Resp::AddWatch), false),
+        Req::RemoveWatches(r) => (answer(remove_watches(svc, stream, r), Resp::RemoveWatches), false),
         Req::SetWatches(r) => {
-            let state = svc.node.shared.read();
-            svc.node.watches.set_watches(watcher, &state, r.last_zxid, &r);
+            let state = svc.consensus.replica.read();
+            svc.watches.set_watches(stream, &state, Zxid(r.last_zxid), &r);
             (
-                Resp::SetWatches(pb::SetWatchesResponse { zxid: state.zxid() }),
+                Resp::SetWatches(pb::SetWatchesResponse { zxid: state.zxid().0 }),
                 false,
             )
         }
     }
 }
 
-fn watch_kinds(mode: i32, any: bool) -> Result<&'static [WatchKind], ApiError> {
+fn watch_kinds(mode: i32, any: bool) -> Result<&'static [WatchKind], Refusal> {
     if any {
         return Ok(&[
             WatchKind::Data,
@@ -315,39 +243,39 @@ fn watch_kinds(mode: i32, any: bool) -> Result<&'static [WatchKind], ApiError> {
         Ok(pb::WatchMode::Children) => Ok(&[WatchKind::Child]),
         Ok(pb::WatchMode::Persistent) => Ok(&[WatchKind::Persistent]),
         Ok(pb::WatchMode::PersistentRecursive) => Ok(&[WatchKind::Recursive]),
-        Err(_) => Err(ApiError::bad_arguments(format!("watch mode {mode} is unknown"))),
+        Err(_) => Err(Refusal::bad_arguments(format!("watch mode {mode} is unknown"))),
     }
 }
 
 fn add_watch(
     svc: &ClientService,
-    watcher: WatcherId,
+    stream: StreamId,
     r: pb::AddWatchRequest,
-) -> Result<pb::AddWatchResponse, ApiError> {
-    super::convert::check_path(&r.path, false)?;
+) -> Result<pb::AddWatchResponse, Refusal> {
+    check_path(&r.path, false)?;
     let kind = match pb::WatchMode::try_from(r.mode) {
         Ok(pb::WatchMode::Persistent) => WatchKind::Persistent,
         Ok(pb::WatchMode::PersistentRecursive) => WatchKind::Recursive,
         _ => {
-            return Err(ApiError::bad_arguments(
+            return Err(Refusal::bad_arguments(
                 "add_watch takes PERSISTENT or PERSISTENT_RECURSIVE; one-shot watches come with reads",
             ))
         }
     };
     // Under the read lock, so the zxid returned is exactly where events start.
-    let state = svc.node.shared.read();
-    svc.node.watches.add(watcher, &r.path, kind);
-    Ok(pb::AddWatchResponse { zxid: state.zxid() })
+    let state = svc.consensus.replica.read();
+    svc.watches.add(stream, &r.path, kind);
+    Ok(pb::AddWatchResponse { zxid: state.zxid().0 })
 }
 
 fn remove_watches(
     svc: &ClientService,
-    watcher: WatcherId,
+    stream: StreamId,
     r: pb::RemoveWatchesRequest,
-) -> Result<pb::RemoveWatchesResponse, ApiError> {
-    super::convert::check_path(&r.path, false)?;
+) -> Result<pb::RemoveWatchesResponse, Refusal> {
+    check_path(&r.path, false)?;
     let kinds = watch_kinds(r.mode, r.any)?;
     Ok(pb::RemoveWatchesResponse {
-        removed: svc.node.watches.remove(watcher, &r.path, kinds),
+        removed: svc.watches.remove(stream, &r.path, kinds),
     })
 }

@@ -14,11 +14,14 @@ use std::sync::{Arc, Mutex};
 use ensemble_proto::v1 as pb;
 use tokio::sync::mpsc;
 
-use crate::state::store::ChangeListener;
+use ensemble_proto::Zxid;
+
+use crate::consensus::state_machine::ChangeListener;
 use crate::state::{Change, ChangeKind, ZState};
 
-/// Identifies one session stream on this node.
-pub type WatcherId = u64;
+/// Identifies one session stream on this member (the watches of a session
+/// live with its stream).
+pub type StreamId = u64;
 
 /// What a watch waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,9 +46,9 @@ struct Watcher {
 
 #[derive(Default)]
 struct Inner {
-    next_id: WatcherId,
-    watchers: HashMap<WatcherId, Watcher>,
-    by_path: HashMap<(String, WatchKind), HashSet<WatcherId>>,
+    next_id: StreamId,
+    watchers: HashMap<StreamId, Watcher>,
+    by_path: HashMap<(String, WatchKind), HashSet<StreamId>>,
     /// The paths that have a recursive watch (also in `by_path`), so a
     /// change looks only at those instead of hashing every ancestor of a
     /// path that may be thousands of levels deep.
@@ -53,7 +56,7 @@ struct Inner {
     /// Recent changes, oldest first.
     history: VecDeque<Change>,
     /// Changes at or below this zxid may be missing from the history.
-    forgotten_through: u64,
+    forgotten_through: Zxid,
 }
 
 /// All watches of this node.
@@ -72,13 +75,13 @@ fn event_type(kind: ChangeKind) -> pb::EventType {
 }
 
 /// The wire message of a watch event.
-pub fn event_message(kind: pb::EventType, path: &str, zxid: u64) -> pb::SessionResponse {
+pub fn event_message(kind: pb::EventType, path: &str, zxid: Zxid) -> pb::SessionResponse {
     pb::SessionResponse {
         xid: 0,
         response: Some(pb::session_response::Response::Event(pb::WatchEvent {
             r#type: kind as i32,
             path: path.to_string(),
-            zxid,
+            zxid: zxid.0,
         })),
     }
 }
@@ -104,7 +107,7 @@ fn is_under(p: &str, root: &str) -> bool {
 
 impl Inner {
     /// Who a change notifies, each once; one-shot watches are used up.
-    fn targets(&mut self, change: &Change) -> HashSet<WatcherId> {
+    fn targets(&mut self, change: &Change) -> HashSet<StreamId> {
         let mut out = HashSet::new();
         for kind in kinds_on_path(change.kind) {
             let key = (change.path.clone(), *kind);
@@ -127,7 +130,7 @@ impl Inner {
     }
 
     /// Adds a watch.
-    fn insert(&mut self, path: &str, kind: WatchKind, id: WatcherId) {
+    fn insert(&mut self, path: &str, kind: WatchKind, id: StreamId) {
         if kind == WatchKind::Recursive {
             self.recursive.insert(path.to_string());
         }
@@ -145,7 +148,7 @@ impl Inner {
         }
     }
 
-    fn send(&self, id: WatcherId, msg: pb::SessionResponse) {
+    fn send(&self, id: StreamId, msg: pb::SessionResponse) {
         if let Some(w) = self.watchers.get(&id) {
             if w.tx.try_send(msg).is_err() {
                 w.overflowed.store(true, Ordering::Relaxed);
@@ -166,7 +169,7 @@ impl Inner {
 impl WatchHub {
     /// A hub keeping the last `history_cap` changes for replay; changes up to
     /// `applied` (the state at startup) are not in the history.
-    pub fn new(history_cap: usize, applied: u64) -> Self {
+    pub fn new(history_cap: usize, applied: Zxid) -> Self {
         WatchHub {
             inner: Mutex::new(Inner {
                 forgotten_through: applied,
@@ -181,7 +184,7 @@ impl WatchHub {
     }
 
     /// Registers a session stream; events go to `tx`.
-    pub fn add_watcher(&self, tx: mpsc::Sender<pb::SessionResponse>) -> (WatcherId, Arc<AtomicBool>) {
+    pub fn add_watcher(&self, tx: mpsc::Sender<pb::SessionResponse>) -> (StreamId, Arc<AtomicBool>) {
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
@@ -197,7 +200,7 @@ impl WatchHub {
     }
 
     /// Drops a stream and all its watches.
-    pub fn remove_watcher(&self, id: WatcherId) {
+    pub fn remove_watcher(&self, id: StreamId) {
         let mut inner = self.lock();
         inner.watchers.remove(&id);
         inner.by_path.retain(|_, set| {
@@ -212,12 +215,12 @@ impl WatchHub {
 
     /// Adds a watch. Call it while holding the state's read lock, right
     /// after the read it belongs to, so no change slips in between.
-    pub fn add(&self, id: WatcherId, path: &str, kind: WatchKind) {
+    pub fn add(&self, id: StreamId, path: &str, kind: WatchKind) {
         self.lock().insert(path, kind, id);
     }
 
     /// Removes the stream's watches of these kinds on a path; true if any was there.
-    pub fn remove(&self, id: WatcherId, path: &str, kinds: &[WatchKind]) -> bool {
+    pub fn remove(&self, id: StreamId, path: &str, kinds: &[WatchKind]) -> bool {
         let mut inner = self.lock();
         let mut removed = false;
         for kind in kinds {
@@ -236,7 +239,7 @@ impl WatchHub {
     /// zxid): fires at once what changed after it, replays persistent-watch
     /// events from the history, or sends RESYNC when the history is too short.
     /// Call it while holding the state's read lock.
-    pub fn set_watches(&self, id: WatcherId, state: &ZState, since: u64, req: &pb::SetWatchesRequest) {
+    pub fn set_watches(&self, id: StreamId, state: &ZState, since: Zxid, req: &pb::SetWatchesRequest) {
         let mut inner = self.lock();
         let now = state.zxid();
         for p in &req.data {
@@ -277,7 +280,7 @@ impl WatchHub {
             }
         }
         if complete {
-            let missed: Vec<(pb::EventType, String, u64)> = inner
+            let missed: Vec<(pb::EventType, String, Zxid)> = inner
                 .history
                 .iter()
                 .filter(|c| c.zxid > since)
@@ -312,7 +315,7 @@ impl ChangeListener for WatchHub {
         }
     }
 
-    fn on_reset(&self, applied: u64) {
+    fn on_reset(&self, applied: Zxid) {
         let mut inner = self.lock();
         inner.history.clear();
         inner.forgotten_through = applied;
@@ -325,7 +328,7 @@ mod tests {
 
     fn change(zxid: u64, path: &str, kind: ChangeKind) -> Change {
         Change {
-            zxid,
+            zxid: Zxid(zxid),
             path: path.into(),
             kind,
         }
@@ -343,7 +346,7 @@ mod tests {
 
     #[test]
     fn one_shot_fires_once_persistent_keeps_firing() {
-        let hub = WatchHub::new(100, 0);
+        let hub = WatchHub::new(100, Zxid(0));
         let (tx, mut rx) = mpsc::channel(100);
         let (id, _) = hub.add_watcher(tx);
         hub.add(id, "/a", WatchKind::Data);
@@ -372,7 +375,7 @@ mod tests {
 
     #[test]
     fn recursive_watches_see_their_subtree_only() {
-        let hub = WatchHub::new(100, 0);
+        let hub = WatchHub::new(100, Zxid(0));
         let (tx, mut rx) = mpsc::channel(100);
         let (id, _) = hub.add_watcher(tx);
         hub.add(id, "/a", WatchKind::Recursive);
@@ -391,7 +394,7 @@ mod tests {
 
     #[test]
     fn reconnect_replays_history_or_asks_for_resync() {
-        let hub = WatchHub::new(2, 0);
+        let hub = WatchHub::new(2, Zxid(0));
         hub.on_changes(&[
             change(3, "/r/x", ChangeKind::Created),
             change(4, "/r/x", ChangeKind::DataChanged),
@@ -402,12 +405,12 @@ mod tests {
             persistent_recursive: vec!["/r".into()],
             ..Default::default()
         };
-        hub.set_watches(id, &ZState::default(), 2, &req);
+        hub.set_watches(id, &ZState::default(), Zxid(2), &req);
         assert_eq!(events(&mut rx).len(), 2);
         hub.on_changes(&[change(5, "/r/y", ChangeKind::Created)]);
         let _ = events(&mut rx);
         // The history (2 changes) no longer reaches back to zxid 2.
-        hub.set_watches(id, &ZState::default(), 2, &req);
+        hub.set_watches(id, &ZState::default(), Zxid(2), &req);
         assert_eq!(events(&mut rx), vec![(pb::EventType::Resync as i32, "/r".into())]);
     }
 }

@@ -1,21 +1,29 @@
 //! What a change to the tree looks like to watchers: produced by apply, in
-//! log order, and fired by `crate::watches` on the node that applied it.
+//! log order, and fired by `crate::api::watches` on the member that applied it.
 
+use ensemble_proto::Zxid;
 use serde::{Deserialize, Serialize};
 
 /// The kind of change, as ZooKeeper's watch event types.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChangeKind {
+    /// The znode was created.
     Created,
+    /// The znode was deleted.
     Deleted,
+    /// Its data was replaced.
     DataChanged,
+    /// A child was created or deleted.
     ChildrenChanged,
 }
 
 /// One change to one znode.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    pub zxid: u64,
+    /// The entry that made it.
+    pub zxid: Zxid,
+    /// The znode it happened to.
     pub path: String,
+    /// What happened.
     pub kind: ChangeKind,
 }

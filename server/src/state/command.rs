@@ -7,7 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::error::ErrorCode;
+use ensemble_proto::SessionId;
+
+use super::error::Refusal;
 use super::sessions::Secret;
 use super::tree::Stat;
 
@@ -33,15 +35,28 @@ pub enum Command {
         timeout_ms: u32,
     },
     /// The client asked to end its session: its ephemerals go at once.
-    CloseSession { session_id: u64 },
-    /// Sessions heard from since their last replicated heartbeat (coalesced by the leader).
-    Heartbeats { session_ids: Vec<u64> },
+    CloseSession {
+        /// The session.
+        session_id: SessionId,
+    },
+    /// The heartbeats of these sessions, replicated: each was touched since
+    /// its previous one (coalesced by the leader, at most one per T/3).
+    Heartbeats {
+        /// The sessions.
+        session_ids: Vec<SessionId>,
+    },
     /// The leader's expiry decision: these sessions and their ephemerals go.
-    ExpireSessions { session_ids: Vec<u64> },
+    ExpireSessions {
+        /// The sessions.
+        session_ids: Vec<SessionId>,
+    },
     /// One znode operation, or a multi: all of its ops or none.
     Txn {
-        session_id: u64,
+        /// The session the ops act for (the owner of ephemerals they create).
+        session_id: SessionId,
+        /// Applied in order.
         ops: Vec<Op>,
+        /// Reports which op failed, and rolls back the ones before it.
         multi: bool,
     },
     /// Changes nothing; a follower that has applied it has caught up with the leader.
@@ -67,24 +82,41 @@ impl Command {
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub enum Op {
     /// Fails unless the znode exists at the version (-1: any).
-    Check { path: String, version: i32 },
+    Check {
+        /// The znode.
+        path: String,
+        /// The version it must be at.
+        version: i32,
+    },
     /// Creates a znode; sequential appends a 10-digit counter of the parent.
     Create {
+        /// The znode, or for a sequential create the prefix of its name.
         path: String,
+        /// Its data.
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
+        /// Owned by the txn's session, deleted when it ends.
         ephemeral: bool,
+        /// Appends the parent's counter to the name.
         sequential: bool,
     },
     /// Replaces the data if the version matches (-1: any).
     Set {
+        /// The znode.
         path: String,
+        /// The new data.
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
+        /// The version it must be at.
         version: i32,
     },
     /// Removes a childless znode if the version matches (-1: any).
-    Delete { path: String, version: i32 },
+    Delete {
+        /// The znode.
+        path: String,
+        /// The version it must be at.
+        version: i32,
+    },
 }
 
 impl Op {
@@ -100,44 +132,45 @@ impl Op {
 /// What one op of a successful [`Command::Txn`] produced.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum OpOutput {
+    /// The check held.
     Check,
-    Create { path: String, stat: Stat },
-    Set { stat: Stat },
+    /// The znode was created (with its sequential name).
+    Create {
+        /// The created path.
+        path: String,
+        /// Its stat.
+        stat: Stat,
+    },
+    /// The data was replaced.
+    Set {
+        /// The znode's new stat.
+        stat: Stat,
+    },
+    /// The znode was removed.
     Delete,
-}
-
-/// Why a command was refused; nothing it would have changed was changed.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Failure {
-    pub code: ErrorCode,
-    /// For a multi: the index of the first op that failed.
-    pub op_index: Option<u32>,
-    /// Names the path or session concerned.
-    pub message: String,
-}
-
-impl Failure {
-    /// A failure not tied to one op of a multi.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Failure {
-            code,
-            op_index: None,
-            message: message.into(),
-        }
-    }
 }
 
 /// The result of applying one [`Command`].
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Outcome {
-    SessionCreated { session_id: u64, timeout_ms: u32 },
+    /// A session was opened.
+    SessionCreated {
+        /// Its id.
+        session_id: SessionId,
+        /// Its timeout.
+        timeout_ms: u32,
+    },
+    /// Applied; nothing to return.
     Done,
+    /// The ops' outputs, in order.
     Txn(Vec<OpOutput>),
-    Failed(Failure),
+    /// Refused; nothing the command would have changed was changed.
+    Failed(Refusal),
 }
 
 /// The results of one log entry: one [`Outcome`] per command, in order.
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct BatchOutcome {
+    /// One per command.
     pub outcomes: Vec<Outcome>,
 }

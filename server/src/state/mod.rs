@@ -1,22 +1,26 @@
-//! The replicated state: commands, the znode tree, the session table, and
-//! the deterministic apply that turns log entries into state.
+//! Layer 1, pure: the replicated state and the deterministic apply that
+//! turns log entries into it. Nothing here reads a clock, does I/O or knows
+//! of openraft's runtime; the layers above feed it entries.
 //!
 //! - [`command`]: what a log entry carries and what applying it returns.
-//! - [`machine`]: applies an entry (where a create, expiry or close is applied).
+//! - [`machine`]: applies an entry (where a create, a close or an expiry is applied).
 //! - [`tree`]: znodes and their ZooKeeper semantics.
-//! - [`sessions`]: the session table and ephemeral ownership.
-//! - [`store`]: openraft's state-machine trait, snapshots, and the apply-time notes.
+//! - [`sessions`]: the session table, ephemeral ownership and secrets.
+//! - [`change`]: what apply reports to watchers.
+//! - [`error`]: refusals and their codes.
+//! - [`members`]: member ids and addresses.
 
 pub mod change;
 pub mod command;
 pub mod error;
 pub mod machine;
+pub mod members;
 pub mod sessions;
-pub mod store;
 pub mod tree;
 
 pub use change::{Change, ChangeKind};
-pub use command::{Batch, BatchOutcome, Command, Failure, Op, OpOutput, Outcome};
-pub use error::ErrorCode;
+pub use command::{Batch, BatchOutcome, Command, Op, OpOutput, Outcome};
+pub use error::{ErrorCode, Refusal};
 pub use machine::ZState;
+pub use members::{NodeId, PeerNode};
 pub use tree::{Stat, Znode};

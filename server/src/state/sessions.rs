@@ -1,9 +1,10 @@
 //! The replicated session table: which sessions exist, their secrets,
 //! timeouts and ephemeral znodes. No deadlines live here: time is node-local
-//! and belongs to the leader's expiry tracker (`crate::sessions`).
+//! and belongs to the leader's deadlines (`crate::liveness`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ensemble_proto::SessionId;
 use serde::{Deserialize, Serialize};
 
 /// The bytes that prove a client owns a session: made at random by the
@@ -59,17 +60,17 @@ pub struct Session {
 /// All open sessions by id.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionTable {
-    sessions: BTreeMap<u64, Session>,
+    sessions: BTreeMap<SessionId, Session>,
 }
 
 impl SessionTable {
     /// The session with this id, if it is open.
-    pub fn get(&self, id: u64) -> Option<&Session> {
+    pub fn get(&self, id: SessionId) -> Option<&Session> {
         self.sessions.get(&id)
     }
 
     /// Whether the session is open.
-    pub fn contains(&self, id: u64) -> bool {
+    pub fn contains(&self, id: SessionId) -> bool {
         self.sessions.contains_key(&id)
     }
 
@@ -84,25 +85,25 @@ impl SessionTable {
     }
 
     /// Every open session's id and timeout.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &Session)> {
+    pub fn iter(&self) -> impl Iterator<Item = (SessionId, &Session)> {
         self.sessions.iter().map(|(id, s)| (*id, s))
     }
 
-    pub(super) fn insert(&mut self, id: u64, session: Session) {
+    pub(super) fn insert(&mut self, id: SessionId, session: Session) {
         self.sessions.insert(id, session);
     }
 
-    pub(super) fn remove(&mut self, id: u64) -> Option<Session> {
+    pub(super) fn remove(&mut self, id: SessionId) -> Option<Session> {
         self.sessions.remove(&id)
     }
 
-    pub(super) fn add_ephemeral(&mut self, id: u64, path: String) {
+    pub(super) fn add_ephemeral(&mut self, id: SessionId, path: String) {
         if let Some(s) = self.sessions.get_mut(&id) {
             s.ephemerals.insert(path);
         }
     }
 
-    pub(super) fn remove_ephemeral(&mut self, id: u64, path: &str) {
+    pub(super) fn remove_ephemeral(&mut self, id: SessionId, path: &str) {
         if let Some(s) = self.sessions.get_mut(&id) {
             s.ephemerals.remove(path);
         }

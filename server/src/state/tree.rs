@@ -9,40 +9,51 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use ensemble_proto::{path, SessionId, Zxid};
+
 use super::command::OpOutput;
-use super::error::ErrorCode;
-use ensemble_proto::path;
+use super::error::{ErrorCode, Refusal};
 
 /// A znode's metadata, as ZooKeeper's Stat.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Stat {
-    pub czxid: u64,
-    pub mzxid: u64,
-    pub pzxid: u64,
+    /// The zxid that created the znode.
+    pub czxid: Zxid,
+    /// The zxid that last changed its data (or created it).
+    pub mzxid: Zxid,
+    /// The zxid that last changed its children (or created it).
+    pub pzxid: Zxid,
+    /// Creation time: the proposing leader's clock, ms since the epoch.
     pub ctime: i64,
+    /// Time of the last data change, likewise.
     pub mtime: i64,
+    /// Data changes.
     pub version: i32,
+    /// Children created and deleted.
     pub cversion: i32,
+    /// ACL changes (none yet).
     pub aversion: i32,
-    pub ephemeral_owner: u64,
+    /// The session that owns it if ephemeral, `0x0` if persistent.
+    pub ephemeral_owner: SessionId,
+    /// Filled in by [`Tree::stat_of`].
     pub data_length: i32,
+    /// Filled in by [`Tree::stat_of`].
     pub num_children: i32,
 }
 
 /// One znode.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct Znode {
+    /// Its data.
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
+    /// Its metadata (derived fields not kept up to date: see [`Tree::stat_of`]).
     pub stat: Stat,
     /// Child names, sorted.
     pub children: BTreeSet<String>,
     /// Children ever created here: the next sequential suffix. Deletes never lower it.
     pub child_seq: u64,
 }
-
-/// An error of one op: its code and a message naming the path.
-pub type OpError = (ErrorCode, String);
 
 /// What a multi changed, so a failing op can put everything back. Each step
 /// records only what its op changed (a parent's counters, a replaced data
@@ -56,7 +67,7 @@ pub struct Undo {
 /// A parent's fields that creating or deleting a child changes.
 struct ParentCounters {
     cversion: i32,
-    pzxid: u64,
+    pzxid: Zxid,
     child_seq: u64,
 }
 
@@ -92,9 +103,9 @@ impl Default for Tree {
     }
 }
 
-fn check_version(path: &str, expected: i32, actual: i32) -> Result<(), OpError> {
+fn check_version(path: &str, expected: i32, actual: i32) -> Result<(), Refusal> {
     if expected != -1 && expected != actual {
-        return Err((
+        return Err(Refusal::new(
             ErrorCode::BadVersion,
             format!("{path} is at version {actual}, not {expected}"),
         ));
@@ -102,8 +113,8 @@ fn check_version(path: &str, expected: i32, actual: i32) -> Result<(), OpError> 
     Ok(())
 }
 
-fn no_node(path: &str) -> OpError {
-    (ErrorCode::NoNode, format!("{path} does not exist"))
+fn no_node(path: &str) -> Refusal {
+    Refusal::new(ErrorCode::NoNode, format!("{path} does not exist"))
 }
 
 impl Tree {
@@ -136,7 +147,7 @@ impl Tree {
     }
 
     /// Fails unless the znode exists at the version.
-    pub fn check(&self, path: &str, version: i32) -> Result<OpOutput, OpError> {
+    pub fn check(&self, path: &str, version: i32) -> Result<OpOutput, Refusal> {
         let node = self.nodes.get(path).ok_or_else(|| no_node(path))?;
         check_version(path, version, node.stat.version)?;
         Ok(OpOutput::Check)
@@ -147,16 +158,16 @@ impl Tree {
     #[allow(clippy::too_many_arguments)]
     pub fn create(
         &mut self,
-        zxid: u64,
+        zxid: Zxid,
         time_ms: i64,
         path: &str,
         data: Vec<u8>,
-        ephemeral_owner: u64,
+        ephemeral_owner: SessionId,
         sequential: bool,
         undo: Option<&mut Undo>,
-    ) -> Result<OpOutput, OpError> {
+    ) -> Result<OpOutput, Refusal> {
         if path == "/" && !sequential {
-            return Err((ErrorCode::NodeExists, "/ already exists".to_string()));
+            return Err(Refusal::new(ErrorCode::NodeExists, "/ already exists"));
         }
         // A sequential path ending in '/' names the parent itself.
         let (parent_path, prefix) = if sequential && path.ends_with('/') {
@@ -165,7 +176,7 @@ impl Tree {
             path::split(path)
         };
         let parent = self.nodes.get(parent_path).ok_or_else(|| {
-            (
+            Refusal::new(
                 ErrorCode::NoNode,
                 format!("parent {parent_path} of {path} does not exist"),
             )
@@ -177,10 +188,13 @@ impl Tree {
         };
         let full = path::join(parent_path, &name);
         if self.nodes.contains_key(&full) {
-            return Err((ErrorCode::NodeExists, format!("{full} already exists")));
+            return Err(Refusal::new(
+                ErrorCode::NodeExists,
+                format!("{full} already exists"),
+            ));
         }
-        if parent.stat.ephemeral_owner != 0 {
-            return Err((
+        if parent.stat.ephemeral_owner != SessionId(0) {
+            return Err(Refusal::new(
                 ErrorCode::NoChildrenForEphemerals,
                 format!("{parent_path} is ephemeral and can not have children ({full})"),
             ));
@@ -221,13 +235,13 @@ impl Tree {
     /// Replaces a znode's data. Precedence: NO_NODE, BAD_VERSION.
     pub fn set(
         &mut self,
-        zxid: u64,
+        zxid: Zxid,
         time_ms: i64,
         path: &str,
         data: Vec<u8>,
         version: i32,
         undo: Option<&mut Undo>,
-    ) -> Result<OpOutput, OpError> {
+    ) -> Result<OpOutput, Refusal> {
         let node = self.nodes.get_mut(path).ok_or_else(|| no_node(path))?;
         check_version(path, version, node.stat.version)?;
         let old_data = std::mem::replace(&mut node.data, data);
@@ -247,24 +261,21 @@ impl Tree {
     }
 
     /// Removes a znode. Precedence: NO_NODE, BAD_VERSION, NOT_EMPTY.
-    /// Returns the removed znode's ephemeral owner (0 if persistent).
+    /// Returns the removed znode's ephemeral owner (`0x0` if persistent).
     pub fn delete(
         &mut self,
-        zxid: u64,
+        zxid: Zxid,
         path: &str,
         version: i32,
         undo: Option<&mut Undo>,
-    ) -> Result<u64, OpError> {
+    ) -> Result<SessionId, Refusal> {
         if path == "/" {
-            return Err((
-                ErrorCode::BadArguments,
-                "the root / can not be deleted".to_string(),
-            ));
+            return Err(Refusal::bad_arguments("the root / can not be deleted"));
         }
         let node = self.nodes.get(path).ok_or_else(|| no_node(path))?;
         check_version(path, version, node.stat.version)?;
         if !node.children.is_empty() {
-            return Err((
+            return Err(Refusal::new(
                 ErrorCode::NotEmpty,
                 format!("{path} has {} children", node.children.len()),
             ));

@@ -1,8 +1,7 @@
-//! The peer network client: one cached tonic channel per peer, used by
-//! openraft for Raft RPCs and by this node for forwarding writes and session
-//! touches to the leader.
+//! openraft's three calls, AppendEntries, Vote and InstallSnapshot: the
+//! client half (openraft's network: [`Network`], one [`Connection`] per
+//! peer) and the server half (what this member does when a leader calls).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,101 +15,16 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
-use tracing::{info, warn};
+use tonic::transport::Channel;
 
-use super::{NodeId, PeerNode, TypeConfig};
-
-/// Largest peer message: snapshot chunks and big batches must fit.
-pub const MAX_PEER_MESSAGE: usize = 256 * 1024 * 1024;
-
-/// Errors of a peer call outside openraft (forwarding, touches).
-#[derive(Debug, thiserror::Error)]
-pub enum PeerError {
-    #[error("peer {0} has an invalid address: {1}")]
-    BadAddress(NodeId, String),
-    #[error("peer call failed: {0}")]
-    Transport(#[from] tonic::Status),
-    #[error("peer message could not be encoded or decoded: {0}")]
-    Codec(#[from] bincode::Error),
-}
-
-/// Cached channels to every peer, by node id.
-#[derive(Clone, Default)]
-pub struct Peers {
-    channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
-    /// Peers whose last Raft call failed, to log each change once.
-    down: Arc<Mutex<HashSet<NodeId>>>,
-    /// When each peer last answered a Raft call.
-    answered: Arc<Mutex<HashMap<NodeId, Instant>>>,
-}
-
-impl Peers {
-    /// Records how a Raft call to a peer went; logs when a peer goes
-    /// unreachable and when it answers again.
-    fn outcome(&self, id: NodeId, failure: Option<&dyn std::fmt::Display>) {
-        if failure.is_none() {
-            self.answered
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, Instant::now());
-        }
-        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
-        match failure {
-            Some(why) if down.insert(id) => warn!(peer = id, %why, "peer unreachable; retrying"),
-            None if down.remove(&id) => info!(peer = id, "peer reachable again"),
-            _ => {}
-        }
-    }
-
-    /// How many of these peers answered a Raft call within `within`.
-    pub fn answered_within(&self, ids: impl Iterator<Item = NodeId>, within: Duration) -> usize {
-        let answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
-        ids.filter(|id| answered.get(id).is_some_and(|at| at.elapsed() <= within))
-            .count()
-    }
-
-    /// A client for the peer; reuses its channel unless its address changed.
-    pub fn client(&self, id: NodeId, addr: &str) -> Result<PeerClient<Channel>, PeerError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((a, ch)) = channels.get(&id) {
-            if a == addr {
-                return Ok(Self::wrap(ch.clone()));
-            }
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|_| PeerError::BadAddress(id, addr.to_string()))?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5));
-        let ch = endpoint.connect_lazy();
-        channels.insert(id, (addr.to_string(), ch.clone()));
-        Ok(Self::wrap(ch))
-    }
-
-    fn wrap(ch: Channel) -> PeerClient<Channel> {
-        PeerClient::new(ch)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE)
-    }
-}
-
-/// Encodes a peer message.
-pub fn encode<T: Serialize>(v: &T) -> Result<Payload, bincode::Error> {
-    Ok(Payload {
-        data: bincode::serialize(v)?,
-    })
-}
-
-/// Decodes a peer message.
-pub fn decode<T: DeserializeOwned>(p: &Payload) -> Result<T, bincode::Error> {
-    bincode::deserialize(&p.data)
-}
+use super::{decode, encode, PeerError, Peers};
+use crate::consensus::{Consensus, TypeConfig};
+use crate::state::{NodeId, PeerNode};
 
 /// openraft's network factory.
 #[derive(Clone)]
 pub struct Network {
+    /// The channels.
     pub peers: Peers,
     /// How long the leader waits before calling an unreachable peer again.
     /// Short (one Raft heartbeat): a follower that restarts must hear from
@@ -292,5 +206,88 @@ impl RaftNetwork<TypeConfig> for Connection {
 
     fn backoff(&self) -> openraft::network::Backoff {
         openraft::network::Backoff::new(std::iter::repeat(self.retry))
+    }
+}
+
+/// The server half of AppendEntries: contact counts when the leader's call
+/// arrives, not when a big append is flushed, so a slow disk does not cut
+/// a follower off.
+pub(crate) async fn append_entries(
+    consensus: &Consensus,
+    req: AppendEntriesRequest<TypeConfig>,
+) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+    if req.vote.leader_id().term >= consensus.raft.metrics().borrow().current_term {
+        consensus.contact.leader_called();
+    }
+    consensus.raft.append_entries(req).await
+}
+
+/// The server half of InstallSnapshot. openraft takes chunks outside its
+/// core and the leader sends nothing else meanwhile, so a follower
+/// receiving (or installing) a big snapshot would hear no leader for
+/// seconds and stand for election. While a chunk is handled, the core hears
+/// the leader's vote every Raft heartbeat interval instead: an empty
+/// AppendEntries from the very start of the log, which changes nothing but
+/// refreshes the leader's lease.
+pub(crate) struct SnapshotLease {
+    every: Duration,
+    /// When a chunk last refreshed the leader's lease here.
+    refreshed: Arc<Mutex<Option<Instant>>>,
+}
+
+impl SnapshotLease {
+    /// Refreshes every `raft_heartbeat`.
+    pub fn new(raft_heartbeat: Duration) -> Self {
+        SnapshotLease {
+            every: raft_heartbeat,
+            refreshed: Default::default(),
+        }
+    }
+
+    /// Hands a chunk to openraft, keeping the leader's lease meanwhile.
+    pub async fn install(
+        &self,
+        consensus: &Consensus,
+        req: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        consensus.contact.leader_called();
+        let keepalive = {
+            let (raft, refreshed, every) = (consensus.raft.clone(), self.refreshed.clone(), self.every);
+            let vote = req.vote;
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(every);
+                loop {
+                    interval.tick().await;
+                    // Chunks come faster than heartbeats: one refresh per interval.
+                    let due = {
+                        let mut last = refreshed.lock().unwrap_or_else(|p| p.into_inner());
+                        let due = last.is_none_or(|t| t.elapsed() >= every);
+                        if due {
+                            *last = Some(Instant::now());
+                        }
+                        due
+                    };
+                    if !due {
+                        continue;
+                    }
+                    let alive = AppendEntriesRequest::<TypeConfig> {
+                        vote,
+                        prev_log_id: None,
+                        leader_commit: None,
+                        entries: Vec::new(),
+                    };
+                    // Not awaited: while a snapshot is being installed the
+                    // core answers only afterwards, but it takes the lease
+                    // on arrival.
+                    let raft = raft.clone();
+                    tokio::spawn(async move {
+                        let _ = raft.append_entries(alive).await;
+                    });
+                }
+            })
+        };
+        let result = consensus.raft.install_snapshot(req).await;
+        keepalive.abort();
+        result
     }
 }

@@ -1,38 +1,43 @@
-//! openraft's state-machine side: applies committed entries to [`ZState`],
-//! builds, saves and installs snapshots, and tells the session tracker what
-//! each apply did to sessions (with the instant it happened, from which the
-//! tracker keeps its apply-time notes outside the replicated state).
+//! openraft's state-machine side: applies committed entries to
+//! [`ZState`], builds, saves and installs snapshots, and reports what each
+//! apply did: changes to the watchers (a [`ChangeListener`], under the
+//! write lock) and sessions touched or removed to the liveness layer (as
+//! [`SessionEvent`]s, with the instant of apply, from which it keeps its
+//! apply marks outside the replicated state).
 
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
+use ensemble_proto::{SessionId, Zxid};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StoredMembership,
+    EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StoredMembership,
 };
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
-use super::machine::Effects;
-use super::{BatchOutcome, ZState};
-use crate::raft::{Entry, NodeId, PeerNode, StorageError, TypeConfig};
-use crate::storage::io_error;
-use crate::storage::snapshot_file::SnapshotFile;
+use super::snapshot_file::SnapshotFile;
+use super::{io_error, Entry, StorageError, TypeConfig};
+use crate::state::machine::Effects;
+use crate::state::{BatchOutcome, Change, NodeId, PeerNode, ZState};
 
-/// What the state machine tells the session tracker after each apply.
+/// What apply tells the liveness layer.
 #[derive(Debug)]
 pub enum SessionEvent {
-    /// Sessions created or heartbeated (id, timeout, zxid of the entry),
-    /// by entries applied at `at`.
+    /// Sessions created or heartbeated (id, timeout in ms, zxid of the
+    /// entry), by entries applied at `at`.
     Touched {
-        sessions: Vec<(u64, u32, u64)>,
+        /// The sessions.
+        sessions: Vec<(SessionId, u32, Zxid)>,
+        /// When this member applied them.
         at: Instant,
     },
     /// Sessions closed or expired.
-    Removed(Vec<u64>),
+    Removed(Vec<SessionId>),
     /// A snapshot replaced the whole session table.
     Reset,
 }
@@ -41,15 +46,15 @@ pub enum SessionEvent {
 /// (so before any reader can see it). Implemented by the watch hub.
 pub trait ChangeListener: Send + Sync {
     /// Changes of the entries just applied, in log order.
-    fn on_changes(&self, changes: &[super::Change]);
+    fn on_changes(&self, changes: &[Change]);
     /// The whole state was replaced (a snapshot) at `applied`.
-    fn on_reset(&self, applied: u64);
+    fn on_reset(&self, applied: Zxid);
 }
 
-/// The state shared between the state machine (writer) and the API (readers).
-pub struct Shared {
+/// This member's copy of the state: written by apply, read by the API.
+pub struct Replica {
     state: RwLock<ZState>,
-    applied: watch::Sender<u64>,
+    applied: watch::Sender<Zxid>,
     listener: std::sync::OnceLock<Arc<dyn ChangeListener>>,
     events: mpsc::UnboundedSender<SessionEvent>,
 }
@@ -57,15 +62,19 @@ pub struct Shared {
 /// Why a read could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
-    #[error("node has applied up to zxid {applied} but the client has seen zxid {wanted}; it did not catch up in {waited_ms} ms")]
+    /// The member did not apply far enough in time.
+    #[error("member has applied up to zxid {applied} but the client has seen zxid {wanted}; it did not catch up in {waited_ms} ms")]
     Behind {
-        applied: u64,
-        wanted: u64,
+        /// How far it applied.
+        applied: Zxid,
+        /// How far the client has seen.
+        wanted: Zxid,
+        /// How long it waited.
         waited_ms: u64,
     },
 }
 
-impl Shared {
+impl Replica {
     /// Read access to the applied state. Hold it briefly: apply waits for it.
     pub fn read(&self) -> RwLockReadGuard<'_, ZState> {
         // A poisoned lock means a panic inside apply; the state is still
@@ -74,12 +83,12 @@ impl Shared {
     }
 
     /// The newest applied zxid.
-    pub fn applied(&self) -> u64 {
+    pub fn applied(&self) -> Zxid {
         *self.applied.borrow()
     }
 
-    /// Waits until this node has applied `zxid`, at most `timeout`.
-    pub async fn wait_applied(&self, zxid: u64, timeout: Duration) -> Result<u64, WaitError> {
+    /// Waits until this member has applied `zxid`, at most `timeout`.
+    pub async fn wait_applied(&self, zxid: Zxid, timeout: Duration) -> Result<Zxid, WaitError> {
         let mut rx = self.applied.subscribe();
         let waited = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= zxid)).await;
         match waited {
@@ -97,7 +106,7 @@ impl Shared {
         let _ = self.listener.set(listener);
     }
 
-    fn note_effects(&self, effects: Effects) {
+    fn report(&self, effects: Effects) {
         if !effects.touched.is_empty() {
             let _ = self.events.send(SessionEvent::Touched {
                 sessions: effects.touched,
@@ -109,8 +118,8 @@ impl Shared {
         }
     }
 
-    /// Replaces the state (snapshot install); the tracker hears of it, since
-    /// a snapshot says nothing about when its sessions were last heard.
+    /// Replaces the state (snapshot install); liveness hears of it, since a
+    /// snapshot says nothing about when its sessions were last touched.
     fn replace(&self, state: ZState) {
         let applied = state.zxid();
         {
@@ -125,10 +134,10 @@ impl Shared {
     }
 }
 
-/// openraft's state machine: owns apply, shares the state through [`Shared`].
+/// openraft's state machine: owns apply, shares the state through [`Replica`].
 #[derive(Clone)]
 pub struct StateMachineStore {
-    shared: Arc<Shared>,
+    replica: Arc<Replica>,
     file: SnapshotFile,
     /// The current snapshot, kept in memory once read or written: a leader
     /// about to send it to a follower must not leave that follower without
@@ -144,22 +153,22 @@ struct StoredSnapshot {
 
 impl StateMachineStore {
     /// Opens the state machine of the data directory `dir`, loading the
-    /// newest saved snapshot. Returns the store, its shared state, and the
+    /// newest saved snapshot. Returns the store, the replica it applies to, and the
     /// receiver of session events.
     pub fn open(
         db: &sled::Db,
         dir: &Path,
-    ) -> Result<(Self, Arc<Shared>, mpsc::UnboundedReceiver<SessionEvent>), StorageError> {
+    ) -> Result<(Self, Arc<Replica>, mpsc::UnboundedReceiver<SessionEvent>), StorageError> {
         let (events, events_rx) = mpsc::unbounded_channel();
-        let (applied, _) = watch::channel(0);
-        let shared = Arc::new(Shared {
+        let (applied, _) = watch::channel(Zxid(0));
+        let replica = Arc::new(Replica {
             state: RwLock::new(ZState::default()),
             applied,
             listener: std::sync::OnceLock::new(),
             events,
         });
         let store = StateMachineStore {
-            shared: shared.clone(),
+            replica: replica.clone(),
             file: SnapshotFile::new(dir),
             current: Default::default(),
         };
@@ -168,10 +177,10 @@ impl StateMachineStore {
             let state = decode_state(&snap.meta, &snap.data)?;
             // Not `replace`: the notes saved before the restart still hold.
             let applied = state.zxid();
-            *shared.state.write().unwrap_or_else(|p| p.into_inner()) = state;
-            shared.applied.send_replace(applied);
+            *replica.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+            replica.applied.send_replace(applied);
         }
-        Ok((store, shared, events_rx))
+        Ok((store, replica, events_rx))
     }
 
     /// Data directories of earlier versions kept the snapshot in sled.
@@ -259,9 +268,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // on a blocking thread: a big tree takes a while, and the async
         // threads serve Raft and the clients meanwhile.
         let started = std::time::Instant::now();
-        let shared = self.shared.clone();
+        let replica = self.replica.clone();
         let encoded = tokio::task::spawn_blocking(move || {
-            let state = shared.read();
+            let state = replica.read();
             bincode::serialize(&*state).map(|data| (data, state.last_applied, state.last_membership.clone()))
         })
         .await
@@ -299,7 +308,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, PeerNode>), StorageError> {
-        let state = self.shared.read();
+        let state = self.replica.read();
         Ok((state.last_applied, state.last_membership.clone()))
     }
 
@@ -310,22 +319,26 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut effects = Effects::default();
         let (outcomes, applied) = {
-            let mut state = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.replica.state.write().unwrap_or_else(|p| p.into_inner());
             let outcomes: Vec<BatchOutcome> = entries
                 .into_iter()
-                .map(|entry| state.apply_entry(&entry, &mut effects))
+                .map(|entry| match entry.payload {
+                    EntryPayload::Blank => state.apply_blank(entry.log_id),
+                    EntryPayload::Membership(m) => state.apply_membership(entry.log_id, m),
+                    EntryPayload::Normal(batch) => state.apply_batch(entry.log_id, &batch, &mut effects),
+                })
                 .collect();
             // Still under the write lock: events are queued before any
             // reader can see the changes behind them.
-            if let Some(l) = self.shared.listener.get() {
+            if let Some(l) = self.replica.listener.get() {
                 if !effects.changes.is_empty() {
                     l.on_changes(&effects.changes);
                 }
             }
             (outcomes, state.zxid())
         };
-        self.shared.note_effects(effects);
-        self.shared.applied.send_replace(applied);
+        self.replica.report(effects);
+        self.replica.applied.send_replace(applied);
         Ok(outcomes)
     }
 
@@ -351,7 +364,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             data,
         })
         .await?;
-        self.shared.replace(state);
+        self.replica.replace(state);
         info!(
             index = meta.last_log_id.map_or(0, |l| l.index),
             bytes,

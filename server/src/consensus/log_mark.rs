@@ -1,4 +1,4 @@
-//! The acknowledged-log mark: a small file beside sled that records how far
+//! The log mark: a small file beside sled that records how far
 //! this node's log reached when it last flushed it (so how much it may have
 //! acknowledged to a leader) and the newest term it voted in.
 //!
@@ -83,15 +83,15 @@ pub struct LogBehindMark {
 }
 
 /// The mark file, kept open.
-pub struct Mark {
+pub struct LogMark {
     path: PathBuf,
     file: Mutex<(File, Reached)>,
 }
 
-impl Mark {
+impl LogMark {
     /// Opens (or creates) the mark at `path`; returns it and what it
     /// recorded before this start (None: new or unreadable).
-    pub fn open(path: &Path) -> std::io::Result<(Mark, Option<Reached>)> {
+    pub fn open(path: &Path) -> std::io::Result<(LogMark, Option<Reached>)> {
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -101,7 +101,7 @@ impl Mark {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let saved = Reached::decode(&bytes);
-        let mark = Mark {
+        let mark = LogMark {
             path: path.to_path_buf(),
             file: Mutex::new((file, saved.unwrap_or_default())),
         };
@@ -165,13 +165,13 @@ mod tests {
     fn remembers_across_opens_and_refuses_a_shorter_log() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mark");
-        let (mark, saved) = Mark::open(&path).unwrap();
+        let (mark, saved) = LogMark::open(&path).unwrap();
         assert_eq!(saved, None);
         mark.set_log_end(42).unwrap();
         mark.set_vote_term(3).unwrap();
         mark.set_vote_term(2).unwrap();
         drop(mark);
-        let (_, saved) = Mark::open(&path).unwrap();
+        let (_, saved) = LogMark::open(&path).unwrap();
         let saved = saved.unwrap();
         assert_eq!(
             saved,
@@ -212,6 +212,6 @@ mod tests {
         .encode();
         bytes[12] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert_eq!(Mark::open(&path).unwrap().1, None);
+        assert_eq!(LogMark::open(&path).unwrap().1, None);
     }
 }

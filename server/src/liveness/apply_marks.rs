@@ -1,25 +1,27 @@
-//! Apply-time notes: when this node applied each session's latest heartbeat
-//! or create, kept outside the replicated state (apply stays deterministic).
-//! A node that becomes leader seeds its deadlines from them, and reports them
-//! when a new leader asks.
+//! Apply marks: when this member applied each session's latest heartbeat
+//! or create entry, kept outside the replicated state (apply stays
+//! deterministic). A member that becomes leader seeds its deadlines from
+//! them, and reports them when a new leader asks.
 //!
-//! Notes survive restarts on an **uptime clock**: milliseconds this node has
-//! been running, summed over all its runs, saved with each note and as a
-//! mark every tick. Downtime does not advance it, and no wall clock is ever
-//! read, so after a restart a note can only look *younger* than it is (by
-//! the downtime), never older, whatever the clocks did meanwhile: an NTP
-//! step or a restored VM can delay an expiry, never bring one forward. Such
-//! a note is marked uncertain, and a leader prefers another node's certain
-//! note of the same entry (see `evidence`). Entries applied again after a
-//! restart (up to the log's end at startup) leave no note: their apply time
-//! says nothing about the client.
+//! Apply marks survive restarts on an **uptime clock**: milliseconds this
+//! member has been running, summed over all its runs, saved with each mark
+//! and as a clock reading every tick. Downtime does not advance it, and no
+//! wall clock is ever read, so after a restart a mark can only look
+//! *younger* than it is (by the downtime), never older, whatever the clocks
+//! did meanwhile: an NTP step or a restored VM can delay an expiry, never
+//! bring one forward. Such a mark is *uncertain*, and a leader prefers
+//! another member's certain mark of the same entry (see `evidence`).
+//! Entries applied again after a restart (up to the log's end at startup)
+//! leave no mark: their apply time says nothing about the client.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Key of the uptime mark in the notes tree (session ids are 8 bytes).
-const MARK: &[u8] = b"uptime";
+use ensemble_proto::{SessionId, Zxid};
+
+/// Key of the uptime clock's reading in the tree (session ids are 8 bytes).
+const UPTIME: &[u8] = b"uptime";
 
 /// This node's uptime, continued across restarts.
 struct Uptime {
@@ -46,11 +48,11 @@ impl Uptime {
     }
 }
 
-/// One session's note.
+/// One session's apply mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Note {
+pub struct ApplyMark {
     /// The entry that heartbeated or created the session.
-    pub zxid: u64,
+    pub zxid: Zxid,
     /// When this node applied it.
     pub at: Instant,
     /// Taken in this run; false if carried across a restart (then `at` may
@@ -60,49 +62,49 @@ pub struct Note {
 
 #[derive(Default)]
 struct Inner {
-    notes: HashMap<u64, Note>,
+    marks: HashMap<SessionId, ApplyMark>,
     /// Changed since the last save.
-    dirty: HashSet<u64>,
+    dirty: HashSet<SessionId>,
     /// Removed since the last save.
-    gone: HashSet<u64>,
+    gone: HashSet<SessionId>,
     /// Everything on disk is stale (a snapshot replaced the sessions).
     cleared: bool,
 }
 
-/// The notes of this node, in memory and on disk.
-pub struct Notes {
+/// The apply marks of this member, in memory and on disk.
+pub struct ApplyMarks {
     inner: Mutex<Inner>,
     tree: sled::Tree,
     uptime: Uptime,
     /// Entries up to this log index are replays of the log written before
-    /// this start: they leave no note.
-    replay_through: u64,
+    /// this start: they leave no mark.
+    replay_through: Zxid,
 }
 
 fn be_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
-impl Notes {
-    /// Loads the notes saved in `tree` before this start; entries up to
-    /// `replay_through` will be applied again and leave no note.
-    pub fn open(tree: sled::Tree, replay_through: u64) -> Result<Notes, sled::Error> {
+impl ApplyMarks {
+    /// Loads the marks saved in `tree` before this start; entries up to
+    /// `replay_through` will be applied again and leave no mark.
+    pub fn open(tree: sled::Tree, replay_through: Zxid) -> Result<ApplyMarks, sled::Error> {
         let mut saved = Vec::new();
         let mut base_ms = 0u64;
         for kv in tree.iter() {
             let (k, v) = kv?;
-            if k.as_ref() == MARK {
+            if k.as_ref() == UPTIME {
                 base_ms = base_ms.max(be_u64(&v).unwrap_or(0));
                 continue;
             }
             let (Some(id), Some(zxid), Some(ms)) = (
-                be_u64(&k),
-                v.get(..8).and_then(be_u64),
+                be_u64(&k).map(SessionId),
+                v.get(..8).and_then(be_u64).map(Zxid),
                 v.get(8..).and_then(be_u64),
             ) else {
                 continue;
             };
-            // A note can be newer than the last mark that reached the disk.
+            // A mark can be newer than the last uptime reading that reached the disk.
             base_ms = base_ms.max(ms);
             saved.push((id, zxid, ms));
         }
@@ -110,13 +112,13 @@ impl Notes {
             base_ms,
             started: Instant::now(),
         };
-        let notes = saved
+        let marks = saved
             .into_iter()
             .map(|(id, zxid, ms)| {
                 let at = uptime.instant_of(ms);
                 (
                     id,
-                    Note {
+                    ApplyMark {
                         zxid,
                         at,
                         certain: false,
@@ -124,9 +126,9 @@ impl Notes {
                 )
             })
             .collect();
-        Ok(Notes {
+        Ok(ApplyMarks {
             inner: Mutex::new(Inner {
-                notes,
+                marks,
                 ..Inner::default()
             }),
             tree,
@@ -140,15 +142,15 @@ impl Notes {
     }
 
     /// The entry at `zxid` that heartbeated or created the session was
-    /// applied `at`. Returns false (and notes nothing) for a replay.
-    pub fn note(&self, id: u64, zxid: u64, at: Instant) -> bool {
+    /// applied `at`. Returns false (and marks nothing) for a replay.
+    pub fn mark(&self, id: SessionId, zxid: Zxid, at: Instant) -> bool {
         if zxid <= self.replay_through {
             return false;
         }
         let mut inner = self.lock();
-        inner.notes.insert(
+        inner.marks.insert(
             id,
-            Note {
+            ApplyMark {
                 zxid,
                 at,
                 certain: true,
@@ -160,63 +162,63 @@ impl Notes {
     }
 
     /// The session is gone.
-    pub fn forget(&self, id: u64) {
+    pub fn forget(&self, id: SessionId) {
         let mut inner = self.lock();
-        if inner.notes.remove(&id).is_some() {
+        if inner.marks.remove(&id).is_some() {
             inner.dirty.remove(&id);
             inner.gone.insert(id);
         }
     }
 
-    /// A snapshot replaced the session table: no note says anything now.
+    /// A snapshot replaced the session table: no mark says anything now.
     pub fn clear(&self) {
         let mut inner = self.lock();
-        inner.notes.clear();
+        inner.marks.clear();
         inner.dirty.clear();
         inner.gone.clear();
         inner.cleared = true;
     }
 
-    /// When this node applied the session's latest heartbeat or create.
-    pub fn get(&self, id: u64) -> Option<Note> {
-        self.lock().notes.get(&id).copied()
+    /// When this member applied the session's latest heartbeat or create.
+    pub fn get(&self, id: SessionId) -> Option<ApplyMark> {
+        self.lock().marks.get(&id).copied()
     }
 
-    /// Every note.
-    pub fn all(&self) -> HashMap<u64, Note> {
-        self.lock().notes.clone()
+    /// Every mark.
+    pub fn all(&self) -> HashMap<SessionId, ApplyMark> {
+        self.lock().marks.clone()
     }
 
-    /// Saves what changed since the last save, and the uptime mark, in one
+    /// Saves what changed since the last save, and the uptime clock, in one
     /// batch. Not flushed here: sled's own flushes and the log's carry it;
-    /// a save lost in a crash only makes notes look younger.
+    /// a save lost in a crash only makes marks look younger.
     pub fn save(&self) -> Result<(), sled::Error> {
         let (cleared, dirty, gone) = {
             let mut inner = self.lock();
-            let dirty: Vec<(u64, Note)> = inner
+            let dirty: Vec<(SessionId, ApplyMark)> = inner
                 .dirty
                 .drain()
                 .collect::<Vec<_>>()
                 .into_iter()
-                .filter_map(|id| inner.notes.get(&id).map(|at| (id, *at)))
+                .filter_map(|id| inner.marks.get(&id).map(|at| (id, *at)))
                 .collect();
-            let gone: Vec<u64> = inner.gone.drain().collect();
+            let gone: Vec<SessionId> = inner.gone.drain().collect();
             (std::mem::take(&mut inner.cleared), dirty, gone)
         };
         if cleared {
             self.tree.clear()?;
         }
         let mut batch = sled::Batch::default();
-        for (id, note) in dirty {
+        for (id, mark) in dirty {
             let mut value = [0u8; 16];
-            value[..8].copy_from_slice(&note.zxid.to_be_bytes());
-            value[8..].copy_from_slice(&self.uptime.at_ms(note.at).to_be_bytes());
-            batch.insert(&id.to_be_bytes(), &value);
+            value[..8].copy_from_slice(&mark.zxid.0.to_be_bytes());
+            value[8..].copy_from_slice(&self.uptime.at_ms(mark.at).to_be_bytes());
+            batch.insert(&id.0.to_be_bytes(), &value);
         }
         for id in gone {
-            batch.remove(&id.to_be_bytes());
+            batch.remove(&id.0.to_be_bytes());
         }
-        batch.insert(MARK, &self.uptime.now_ms().to_be_bytes());
+        batch.insert(UPTIME, &self.uptime.now_ms().to_be_bytes());
         self.tree.apply_batch(batch)
     }
 }
@@ -228,49 +230,53 @@ mod tests {
     fn tree() -> (tempfile::TempDir, sled::Db, sled::Tree) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let tree = db.open_tree("notes").unwrap();
+        let tree = db.open_tree("marks").unwrap();
         (dir, db, tree)
     }
 
     #[test]
     fn a_restart_keeps_ages_and_never_adds_downtime() {
         let (_dir, _db, t) = tree();
-        let notes = Notes::open(t.clone(), 0).unwrap();
-        notes.note(1, 10, Instant::now());
+        let marks = ApplyMarks::open(t.clone(), Zxid(0)).unwrap();
+        marks.mark(SessionId(1), Zxid(10), Instant::now());
         std::thread::sleep(Duration::from_millis(300));
-        notes.note(2, 11, Instant::now());
-        notes.note(3, 12, Instant::now());
-        notes.forget(3);
-        notes.save().unwrap();
-        drop(notes);
+        marks.mark(SessionId(2), Zxid(11), Instant::now());
+        marks.mark(SessionId(3), Zxid(12), Instant::now());
+        marks.forget(SessionId(3));
+        marks.save().unwrap();
+        drop(marks);
         // "Down" for a while, whatever the wall clock says meanwhile.
         std::thread::sleep(Duration::from_millis(200));
-        let notes = Notes::open(t, 12).unwrap();
-        let one = notes.get(1).unwrap();
-        assert_eq!((one.zxid, one.certain), (10, false), "carried across a restart");
+        let marks = ApplyMarks::open(t, Zxid(12)).unwrap();
+        let one = marks.get(SessionId(1)).unwrap();
+        assert_eq!(
+            (one.zxid, one.certain),
+            (Zxid(10), false),
+            "carried across a restart"
+        );
         let age = one.at.elapsed();
         assert!(
             age >= Duration::from_millis(300) && age < Duration::from_millis(450),
             "age {age:?}: the run before counts, the downtime does not"
         );
-        assert!(notes.get(2).unwrap().at.elapsed() < Duration::from_millis(150));
-        assert!(notes.get(3).is_none(), "forgotten stays forgotten");
+        assert!(marks.get(SessionId(2)).unwrap().at.elapsed() < Duration::from_millis(150));
+        assert!(marks.get(SessionId(3)).is_none(), "forgotten stays forgotten");
         assert!(
-            !notes.note(4, 12, Instant::now()),
-            "a replayed entry leaves no note"
+            !marks.mark(SessionId(4), Zxid(12), Instant::now()),
+            "a replayed entry leaves no mark"
         );
-        assert!(notes.note(4, 13, Instant::now()));
-        assert!(notes.get(4).unwrap().certain);
+        assert!(marks.mark(SessionId(4), Zxid(13), Instant::now()));
+        assert!(marks.get(SessionId(4)).unwrap().certain);
     }
 
     #[test]
-    fn a_cleared_table_forgets_saved_notes() {
+    fn a_cleared_table_forgets_saved_marks() {
         let (_dir, _db, t) = tree();
-        let notes = Notes::open(t.clone(), 0).unwrap();
-        notes.note(1, 1, Instant::now());
-        notes.save().unwrap();
-        notes.clear();
-        notes.save().unwrap();
-        assert!(Notes::open(t, 0).unwrap().all().is_empty());
+        let marks = ApplyMarks::open(t.clone(), Zxid(0)).unwrap();
+        marks.mark(SessionId(1), Zxid(1), Instant::now());
+        marks.save().unwrap();
+        marks.clear();
+        marks.save().unwrap();
+        assert!(ApplyMarks::open(t, Zxid(0)).unwrap().all().is_empty());
     }
 }

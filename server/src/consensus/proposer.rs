@@ -8,9 +8,11 @@ use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::raft::{NodeId, Raft};
+use ensemble_proto::Zxid;
+
+use super::{Raft, TypeConfig};
 use crate::state::machine::MAX_BATCH;
-use crate::state::{Batch, Command, Outcome};
+use crate::state::{Batch, Command, NodeId, Outcome, PeerNode};
 
 /// Why a proposal has no outcome.
 #[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -27,7 +29,7 @@ pub enum ProposeError {
 }
 
 /// A command's result: the zxid of the entry that carried it, and its outcome.
-pub type Proposed = Result<(u64, Outcome), ProposeError>;
+pub type Proposed = Result<(Zxid, Outcome), ProposeError>;
 
 struct Pending {
     command: Command,
@@ -82,7 +84,7 @@ fn now_ms() -> i64 {
 
 /// Most bytes of commands one entry carries (one command goes whatever its
 /// size): entries stay small enough to replicate within a Raft heartbeat.
-const MAX_BATCH_BYTES: usize = crate::storage::log_store::MAX_APPEND_BYTES;
+const MAX_BATCH_BYTES: usize = super::log_store::MAX_APPEND_BYTES;
 
 /// The next batch: whatever is queued, up to `max_batch` commands and
 /// [`MAX_BATCH_BYTES`]; a command that would overflow it waits in `carry`.
@@ -146,18 +148,15 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
 }
 
 type WriteResult = Result<
-    Result<
-        openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>,
-        ClientWriteError<NodeId, crate::raft::PeerNode>,
-    >,
+    Result<openraft::raft::ClientWriteResponse<TypeConfig>, ClientWriteError<NodeId, PeerNode>>,
     oneshot::error::RecvError,
 >;
 
 fn deliver(result: WriteResult, replies: Vec<oneshot::Sender<Proposed>>, size: usize) {
     match result {
         Ok(Ok(resp)) => {
-            let zxid = resp.log_id.index;
-            debug!(zxid, size, "batch applied");
+            let zxid = Zxid(resp.log_id.index);
+            debug!(%zxid, size, "batch applied");
             for (reply, outcome) in replies.into_iter().zip(resp.data.outcomes) {
                 let _ = reply.send(Ok((zxid, outcome)));
             }

@@ -1,18 +1,19 @@
-//! The leader's session deadlines: where expiry is decided.
-//!
-//! Deadlines sit in buckets one tick wide (ZooKeeper's `ExpiryQueue`): a
-//! touch moves a session to a later bucket, and each tick the leader takes
-//! the buckets that have come due, in one step, instead of scanning every
-//! session. Heartbeats are coalesced here too: a session is named in a
-//! replicated `Heartbeats` entry only when its last replicated heartbeat is
-//! older than a third of its timeout.
+//! The leader's session deadlines, in buckets one tick wide (ZooKeeper's
+//! `ExpiryQueue`): a touch moves a session to a later bucket, and each tick
+//! the leader takes the buckets that have come due, in one step, instead of
+//! scanning every session. Heartbeats are coalesced here too: a session is
+//! named in a replicated `Heartbeats` entry only when its last replicated
+//! heartbeat is older than a third of its timeout. The loop that decides
+//! expiry with it is `expiry.rs`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use ensemble_proto::SessionId;
+
 struct Tracked {
     timeout: Duration,
-    /// The sign of life the leader started from: an apply-time note (or the
+    /// The sign of life the leader started from: an apply mark (or the
     /// moment it took office); replaced when a report round knows better.
     baseline: Instant,
     /// The latest touch by a client of any node, reported since.
@@ -28,19 +29,19 @@ impl Tracked {
 }
 
 /// Deadlines of every session, as the leader sees them.
-pub struct ExpiryTracker {
+pub struct Deadlines {
     base: Instant,
     tick: Duration,
-    sessions: HashMap<u64, Tracked>,
-    buckets: BTreeMap<u64, HashSet<u64>>,
+    sessions: HashMap<SessionId, Tracked>,
+    buckets: BTreeMap<u64, HashSet<SessionId>>,
     /// Heard from since the last replicated heartbeat.
-    unreplicated: HashSet<u64>,
+    unreplicated: HashSet<SessionId>,
 }
 
-impl ExpiryTracker {
+impl Deadlines {
     /// An empty tracker with buckets `tick` wide.
     pub fn new(tick: Duration) -> Self {
-        ExpiryTracker {
+        Deadlines {
             base: Instant::now(),
             tick: tick.max(Duration::from_millis(1)),
             sessions: HashMap::new(),
@@ -56,7 +57,7 @@ impl ExpiryTracker {
         since.div_ceil(tick) as u64
     }
 
-    fn place(&mut self, id: u64, deadline: Instant) {
+    fn place(&mut self, id: SessionId, deadline: Instant) {
         let bucket = self.bucket_of(deadline);
         if let Some(t) = self.sessions.get_mut(&id) {
             if t.bucket == bucket {
@@ -74,7 +75,7 @@ impl ExpiryTracker {
     }
 
     /// Starts tracking a session last heard from at `heard` (no-op if tracked).
-    pub fn add(&mut self, id: u64, timeout: Duration, heard: Instant) {
+    pub fn add(&mut self, id: SessionId, timeout: Duration, heard: Instant) {
         if self.sessions.contains_key(&id) {
             return;
         }
@@ -92,7 +93,7 @@ impl ExpiryTracker {
     }
 
     /// Someone heard from the session at `heard`; later touches win.
-    pub fn touch(&mut self, id: u64, heard: Instant) {
+    pub fn touch(&mut self, id: SessionId, heard: Instant) {
         let Some(t) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -110,7 +111,7 @@ impl ExpiryTracker {
 
     /// Replaces the session's baseline (earlier or later) with better
     /// evidence; touches stay.
-    pub fn rebase(&mut self, id: u64, baseline: Instant) {
+    pub fn rebase(&mut self, id: SessionId, baseline: Instant) {
         let Some(t) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -120,7 +121,7 @@ impl ExpiryTracker {
     }
 
     /// Stops tracking a session (closed or expired).
-    pub fn remove(&mut self, id: u64) {
+    pub fn remove(&mut self, id: SessionId) {
         if let Some(t) = self.sessions.remove(&id) {
             if let Some(b) = self.buckets.get_mut(&t.bucket) {
                 b.remove(&id);
@@ -133,17 +134,19 @@ impl ExpiryTracker {
     }
 
     /// How many sessions are tracked.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.sessions.len()
     }
 
     /// Whether no session is tracked.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
     }
 
     /// Sessions whose heartbeat should be replicated now; marks them replicated.
-    pub fn due_heartbeats(&mut self, now: Instant) -> Vec<u64> {
+    pub fn due_heartbeats(&mut self, now: Instant) -> Vec<SessionId> {
         let mut due = Vec::new();
         self.unreplicated.retain(|id| {
             let Some(t) = self.sessions.get_mut(id) else {
@@ -163,7 +166,7 @@ impl ExpiryTracker {
 
     /// Sessions whose deadline has passed. They stay tracked, moved `retry`
     /// later, so the expiry is proposed again if this proposal is lost.
-    pub fn expired(&mut self, now: Instant, retry: Duration) -> Vec<u64> {
+    pub fn expired(&mut self, now: Instant, retry: Duration) -> Vec<SessionId> {
         let due_bucket = self.bucket_of(now);
         let mut ids = Vec::new();
         while let Some((&bucket, _)) = self.buckets.first_key_value() {
@@ -196,11 +199,11 @@ mod tests {
 
     #[test]
     fn expires_only_after_timeout() {
-        let mut tr = ExpiryTracker::new(TICK);
+        let mut tr = Deadlines::new(TICK);
         let t0 = Instant::now();
-        tr.add(7, T, t0);
+        tr.add(SessionId(7), T, t0);
         assert!(tr.expired(t0 + T - TICK * 2, T).is_empty());
-        assert_eq!(tr.expired(t0 + T + TICK, T), vec![7]);
+        assert_eq!(tr.expired(t0 + T + TICK, T), vec![SessionId(7)]);
         // Still tracked for a retry, not returned again before it.
         assert!(tr.expired(t0 + T + TICK * 2, T).is_empty());
         assert_eq!(tr.len(), 1);
@@ -208,45 +211,54 @@ mod tests {
 
     #[test]
     fn touch_postpones_and_coalesces_heartbeats() {
-        let mut tr = ExpiryTracker::new(TICK);
+        let mut tr = Deadlines::new(TICK);
         let t0 = Instant::now();
-        tr.add(1, T, t0);
-        tr.touch(1, t0 + Duration::from_millis(500));
+        tr.add(SessionId(1), T, t0);
+        tr.touch(SessionId(1), t0 + Duration::from_millis(500));
         // Replicated 0 ms ago at t0+500: not due before T/3 has passed.
         assert!(tr.due_heartbeats(t0 + Duration::from_millis(600)).is_empty());
-        assert_eq!(tr.due_heartbeats(t0 + Duration::from_millis(1100)), vec![1]);
+        assert_eq!(
+            tr.due_heartbeats(t0 + Duration::from_millis(1100)),
+            vec![SessionId(1)]
+        );
         assert!(tr.due_heartbeats(t0 + Duration::from_millis(1200)).is_empty());
         assert!(tr.expired(t0 + T + TICK, T).is_empty());
-        assert_eq!(tr.expired(t0 + T + Duration::from_millis(700), T), vec![1]);
+        assert_eq!(
+            tr.expired(t0 + T + Duration::from_millis(700), T),
+            vec![SessionId(1)]
+        );
     }
 
     #[test]
     fn a_rebase_moves_the_deadline_either_way_but_touches_stay() {
-        let mut tr = ExpiryTracker::new(TICK);
+        let mut tr = Deadlines::new(TICK);
         let t0 = Instant::now();
-        tr.add(1, T, t0 + Duration::from_millis(2000));
-        tr.rebase(1, t0);
+        tr.add(SessionId(1), T, t0 + Duration::from_millis(2000));
+        tr.rebase(SessionId(1), t0);
         assert_eq!(
             tr.expired(t0 + T + TICK, T),
-            vec![1],
+            vec![SessionId(1)],
             "earlier baseline, earlier deadline"
         );
-        let mut tr = ExpiryTracker::new(TICK);
-        tr.add(2, T, t0);
-        tr.touch(2, t0 + Duration::from_millis(1000));
-        tr.rebase(2, t0 - Duration::from_millis(500));
+        let mut tr = Deadlines::new(TICK);
+        tr.add(SessionId(2), T, t0);
+        tr.touch(SessionId(2), t0 + Duration::from_millis(1000));
+        tr.rebase(SessionId(2), t0 - Duration::from_millis(500));
         assert!(tr.expired(t0 + T + TICK, T).is_empty(), "the touch still holds");
-        assert_eq!(tr.expired(t0 + T + Duration::from_millis(1200), T), vec![2]);
+        assert_eq!(
+            tr.expired(t0 + T + Duration::from_millis(1200), T),
+            vec![SessionId(2)]
+        );
     }
 
     #[test]
     fn older_touch_never_moves_a_deadline_back() {
-        let mut tr = ExpiryTracker::new(TICK);
+        let mut tr = Deadlines::new(TICK);
         let t0 = Instant::now();
-        tr.add(1, T, t0 + Duration::from_millis(1000));
-        tr.touch(1, t0);
+        tr.add(SessionId(1), T, t0 + Duration::from_millis(1000));
+        tr.touch(SessionId(1), t0);
         assert!(tr.expired(t0 + T + TICK, T).is_empty());
-        tr.remove(1);
+        tr.remove(SessionId(1));
         assert!(tr.is_empty());
         assert!(tr.expired(t0 + T * 10, T).is_empty());
     }

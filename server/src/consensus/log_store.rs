@@ -3,7 +3,7 @@
 //! Keys of the `log` tree are big-endian log indexes, so sled's order is the
 //! log's order. An append is flushed before openraft hears that it is
 //! durable; a vote is flushed before `save_vote` returns. Both then move the
-//! acknowledged-log [`Mark`], which a truncation lowers first.
+//! acknowledged-log [`LogMark`], which a truncation lowers first.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -15,9 +15,11 @@ use serde::Serialize;
 
 use tracing::warn;
 
-use super::io_error;
-use super::mark::{Mark, Reached};
-use crate::raft::{Entry, NodeId, StorageError, TypeConfig};
+use ensemble_proto::Zxid;
+
+use super::log_mark::{LogMark, Reached};
+use super::{io_error, Entry, StorageError, TypeConfig};
+use crate::state::NodeId;
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -32,7 +34,7 @@ pub struct LogStore {
     /// The newest commit index openraft has told us, for status and readiness.
     committed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// How far the log and vote reached, outside sled.
-    mark: std::sync::Arc<Mark>,
+    mark: std::sync::Arc<LogMark>,
 }
 
 fn encode<T: Serialize>(v: &T, subject: ErrorSubject<NodeId>) -> Result<Vec<u8>, StorageError> {
@@ -45,7 +47,7 @@ fn decode<T: DeserializeOwned>(b: &[u8], subject: ErrorSubject<NodeId>) -> Resul
 
 impl LogStore {
     /// Opens the log trees of `db`; `mark` follows every flush.
-    pub fn new(db: sled::Db, mark: std::sync::Arc<Mark>) -> Result<Self, sled::Error> {
+    pub fn new(db: sled::Db, mark: std::sync::Arc<LogMark>) -> Result<Self, sled::Error> {
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
         Ok(LogStore {
@@ -74,8 +76,8 @@ impl LogStore {
     /// The index of the newest entry in the log (0 if empty), read at
     /// startup: entries up to it were applied before the restart, so
     /// applying them again says nothing about when their sessions were heard.
-    pub fn last_index(&self) -> Result<u64, StorageError> {
-        Ok(self.last_log_id()?.map_or(0, |l| l.index))
+    pub fn last_index(&self) -> Result<Zxid, StorageError> {
+        Ok(Zxid(self.last_log_id()?.map_or(0, |l| l.index)))
     }
 
     /// The newest entry's id: the last in the log, else the last purged.

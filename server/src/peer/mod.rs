@@ -1,0 +1,235 @@
+//! The peer network, node to node: each peer call keeps its client half
+//! (what this member sends) and its server half (what it does when called)
+//! in one file:
+//!
+//! - [`raft`]: openraft's AppendEntries, Vote and InstallSnapshot.
+//! - [`forward`]: a follower hands a client's command to the leader.
+//! - [`touch`]: a follower reports its clients' touches to the leader.
+//! - [`evidence`]: a new leader's report round.
+//!
+//! [`PeerService`] is the gRPC service that dispatches incoming calls;
+//! [`Peers`] caches one channel per peer. Lower layers reach this one only
+//! through the traits they define (`consensus::router::Forward`,
+//! `liveness::Reporter`), which [`forward::Forwarder`] and [`Reporting`]
+//! implement.
+
+pub mod evidence;
+pub mod forward;
+pub mod raft;
+pub mod touch;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ensemble_proto::peer::peer_client::PeerClient;
+use ensemble_proto::peer::peer_server::Peer;
+use ensemble_proto::peer::Payload;
+use ensemble_proto::SessionId;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::consensus::{Consensus, Contact};
+use crate::liveness::{Heard, Liveness, Reporter};
+use crate::state::{NodeId, PeerNode};
+
+/// Largest peer message: snapshot chunks and big batches must fit.
+pub const MAX_PEER_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// Errors of a peer call outside openraft.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The member's address in the membership is not usable.
+    #[error("peer {0} has an invalid address: {1}")]
+    BadAddress(NodeId, String),
+    /// The call failed on the way or on the other side.
+    #[error("peer call failed: {0}")]
+    Transport(#[from] tonic::Status),
+    /// The message could not be encoded or decoded.
+    #[error("peer message could not be encoded or decoded: {0}")]
+    Codec(#[from] bincode::Error),
+}
+
+/// Cached channels to every peer, by member id; records who answered.
+#[derive(Clone)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    /// Peers whose last Raft call failed, to log each change once.
+    down: Arc<Mutex<HashSet<NodeId>>>,
+    contact: Arc<Contact>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Peers {
+    /// Channels that report answers to `contact`.
+    pub fn new(contact: Arc<Contact>) -> Self {
+        Peers {
+            channels: Default::default(),
+            down: Default::default(),
+            contact,
+        }
+    }
+
+    /// Records how a Raft call to a peer went; logs when a peer goes
+    /// unreachable and when it answers again.
+    fn outcome(&self, id: NodeId, failure: Option<&dyn std::fmt::Display>) {
+        if failure.is_none() {
+            self.contact.peer_answered(id);
+        }
+        let mut down = lock(&self.down);
+        match failure {
+            Some(why) if down.insert(id) => warn!(peer = id, %why, "peer unreachable; retrying"),
+            None if down.remove(&id) => info!(peer = id, "peer reachable again"),
+            _ => {}
+        }
+    }
+
+    /// A client for the peer; reuses its channel unless its address changed.
+    pub fn client(&self, id: NodeId, addr: &str) -> Result<PeerClient<Channel>, PeerError> {
+        let mut channels = lock(&self.channels);
+        if let Some((a, ch)) = channels.get(&id) {
+            if a == addr {
+                return Ok(wrap(ch.clone()));
+            }
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|_| PeerError::BadAddress(id, addr.to_string()))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let ch = endpoint.connect_lazy();
+        channels.insert(id, (addr.to_string(), ch.clone()));
+        Ok(wrap(ch))
+    }
+}
+
+fn wrap(ch: Channel) -> PeerClient<Channel> {
+    PeerClient::new(ch)
+        .max_decoding_message_size(MAX_PEER_MESSAGE)
+        .max_encoding_message_size(MAX_PEER_MESSAGE)
+}
+
+/// Encodes a peer message.
+pub fn encode<T: Serialize>(v: &T) -> Result<Payload, bincode::Error> {
+    Ok(Payload {
+        data: bincode::serialize(v)?,
+    })
+}
+
+/// Decodes a peer message.
+pub fn decode<T: DeserializeOwned>(p: &Payload) -> Result<T, bincode::Error> {
+    bincode::deserialize(&p.data)
+}
+
+fn bad_payload(e: bincode::Error) -> Status {
+    Status::invalid_argument(format!("undecodable peer message: {e}"))
+}
+
+fn reply<T: Serialize>(v: &T) -> Result<Response<Payload>, Status> {
+    encode(v)
+        .map(Response::new)
+        .map_err(|e| Status::internal(format!("can not encode reply: {e}")))
+}
+
+/// Serves peers: every call is handled in the file of its RPC.
+pub struct PeerService {
+    consensus: Consensus,
+    liveness: Liveness,
+    snapshots: raft::SnapshotLease,
+}
+
+impl PeerService {
+    /// A service for this member.
+    pub(crate) fn new(consensus: Consensus, liveness: Liveness, raft_heartbeat: Duration) -> Self {
+        PeerService {
+            consensus,
+            liveness,
+            snapshots: raft::SnapshotLease::new(raft_heartbeat),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req = decode(request.get_ref()).map_err(bad_payload)?;
+        reply(&raft::append_entries(&self.consensus, req).await)
+    }
+
+    async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req = decode(request.get_ref()).map_err(bad_payload)?;
+        reply(&self.consensus.raft.vote(req).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req = decode(request.get_ref()).map_err(bad_payload)?;
+        reply(&self.snapshots.install(&self.consensus, req).await)
+    }
+
+    async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let commands = decode(request.get_ref()).map_err(bad_payload)?;
+        reply(&forward::serve(&self.consensus, commands).await)
+    }
+
+    async fn touch(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let touches = decode(request.get_ref()).map_err(bad_payload)?;
+        reply(&touch::serve(&self.consensus, &self.liveness, touches))
+    }
+
+    async fn evidence(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let asker = decode(request.get_ref()).map_err(bad_payload)?;
+        reply(&evidence::serve(&self.liveness, asker))
+    }
+}
+
+/// The liveness layer's calls to other members.
+pub(crate) struct Reporting {
+    peers: Peers,
+    consensus: Consensus,
+    timeout: Duration,
+}
+
+impl Reporting {
+    /// Calls through `peers`; a call may take `timeout` (an election timeout).
+    pub fn new(peers: Peers, consensus: Consensus, timeout: Duration) -> Self {
+        Reporting {
+            peers,
+            consensus,
+            timeout,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Reporter for Reporting {
+    async fn report_touches(&self, leader: NodeId, node: PeerNode, touches: Vec<(SessionId, u64)>) -> bool {
+        touch::report(&self.peers, leader, &node, touches, self.timeout).await
+    }
+
+    async fn gather_evidence(&self) -> (usize, HashMap<SessionId, Heard>) {
+        evidence::gather(&self.peers, &self.consensus, self.timeout).await
+    }
+}
+
+/// Runs futures concurrently and collects their outputs (not those of
+/// futures that panicked).
+async fn join_all<F: std::future::Future + Send + 'static>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
