@@ -384,3 +384,33 @@ async fn wait_for_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener task that ends while the member runs stops the member:
+    /// before, the two listener tasks were spawned and never watched, and a
+    /// member whose listener died kept running and served nobody.
+    #[tokio::test]
+    async fn a_listener_that_stops_stops_the_member() {
+        for (ends, want) in [
+            (Ok(()), "the clients listener stopped"),
+            (Err("accept failed"), "the clients listener failed: accept failed"),
+        ] {
+            let (fail, mut failure) = FailStop::new();
+            let running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let server = tokio::spawn(async move { ends });
+            watch_listener(&fail, &running, "clients", server).await.unwrap();
+            let why = failure.wait_for(|f| f.is_some()).await.unwrap().clone();
+            assert_eq!(why.as_deref(), Some(want));
+        }
+        let (fail, failure) = FailStop::new();
+        let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let server = tokio::spawn(async { Ok::<(), String>(()) });
+        watch_listener(&fail, &shutting_down, "peers", server)
+            .await
+            .unwrap();
+        assert!(failure.borrow().is_none(), "a clean shutdown is no failure");
+    }
+}

@@ -15,10 +15,11 @@ use super::refusal::unexpected;
 use super::service::ClientService;
 use super::watches::{StreamId, WatchKind};
 use crate::state::tree::Tree;
-use crate::state::{Command, ErrorCode, Op, OpOutput, Outcome, Refusal};
+use crate::state::{Command, ErrorCode, Op, OpOutput, Outcome, Refusal, Znode};
 
-/// A request that acts for a session.
-pub(crate) trait SessionCall: Send + Sized + 'static {
+/// How a session request sits on the wire: its header, the znode it names
+/// and its answer on the session stream.
+pub(crate) trait Wire: Send + Sized + 'static {
     /// What it answers.
     type Reply: Send;
     /// Its name in request spans.
@@ -26,11 +27,52 @@ pub(crate) trait SessionCall: Send + Sized + 'static {
     /// Its header (session id, secret, last zxid).
     fn header(&mut self) -> &mut Option<pb::RequestHeader>;
     /// The znode it names, for request spans.
-    fn path(&self) -> &str {
-        ""
-    }
+    fn path(&self) -> &str;
     /// Its answer on the session stream.
     fn wrap(reply: Self::Reply) -> Resp;
+}
+
+/// Declares the [`Wire`] of each request: the table of the client API.
+macro_rules! wire {
+    ($($req:ident => $reply:ident, $op:literal, $variant:ident $(, $path:ident)?;)*) => {
+        $(
+            impl Wire for pb::$req {
+                type Reply = pb::$reply;
+                const OP: &'static str = $op;
+
+                fn header(&mut self) -> &mut Option<pb::RequestHeader> {
+                    &mut self.header
+                }
+
+                fn path(&self) -> &str {
+                    wire!(@path self $($path)?)
+                }
+
+                fn wrap(reply: pb::$reply) -> Resp {
+                    Resp::$variant(reply)
+                }
+            }
+        )*
+    };
+    (@path $s:ident path) => { &$s.path };
+    (@path $s:ident) => { "" };
+}
+
+wire! {
+    HeartbeatRequest => HeartbeatResponse, "heartbeat", Heartbeat;
+    CloseSessionRequest => CloseSessionResponse, "close_session", Close;
+    CreateRequest => CreateResponse, "create", Create, path;
+    SetRequest => SetResponse, "set", Set, path;
+    DeleteRequest => DeleteResponse, "delete", Delete, path;
+    MultiRequest => MultiResponse, "multi", Multi;
+    SyncRequest => SyncResponse, "sync", Sync, path;
+    GetRequest => GetResponse, "get", Get, path;
+    ExistsRequest => ExistsResponse, "exists", Exists, path;
+    ChildrenRequest => ChildrenResponse, "children", Children, path;
+}
+
+/// A request that acts for a session: how it is served.
+pub(crate) trait SessionCall: Wire {
     /// Whether the session stream ends after this answer.
     fn ends_stream(_answer: &Result<Self::Reply, Refusal>) -> bool {
         false
@@ -81,17 +123,6 @@ impl ClientService {
 }
 
 impl SessionCall for pb::HeartbeatRequest {
-    type Reply = pb::HeartbeatResponse;
-    const OP: &'static str = "heartbeat";
-
-    fn header(&mut self) -> &mut Option<pb::RequestHeader> {
-        &mut self.header
-    }
-
-    fn wrap(reply: Self::Reply) -> Resp {
-        Resp::Heartbeat(reply)
-    }
-
     async fn call(self, svc: &ClientService, _: Option<StreamId>) -> Result<Self::Reply, Refusal> {
         svc.admit(self.header.as_ref()).await?;
         Ok(pb::HeartbeatResponse {
@@ -101,17 +132,6 @@ impl SessionCall for pb::HeartbeatRequest {
 }
 
 impl SessionCall for pb::CloseSessionRequest {
-    type Reply = pb::CloseSessionResponse;
-    const OP: &'static str = "close_session";
-
-    fn header(&mut self) -> &mut Option<pb::RequestHeader> {
-        &mut self.header
-    }
-
-    fn wrap(reply: Self::Reply) -> Resp {
-        Resp::Close(reply)
-    }
-
     fn ends_stream(answer: &Result<Self::Reply, Refusal>) -> bool {
         answer.is_ok()
     }
@@ -133,21 +153,6 @@ impl SessionCall for pb::CloseSessionRequest {
 }
 
 impl SessionCall for pb::CreateRequest {
-    type Reply = pb::CreateResponse;
-    const OP: &'static str = "create";
-
-    fn header(&mut self) -> &mut Option<pb::RequestHeader> {
-        &mut self.header
-    }
-
-    fn path(&self) -> &str {
-        &self.path
-    }
-
-    fn wrap(reply: Self::Reply) -> Resp {
-        Resp::Create(reply)
-    }
-
     async fn call(self, svc: &ClientService, _: Option<StreamId>) -> Result<Self::Reply, Refusal> {
         let op = convert::create_op(self.path, self.data, self.mode, svc.limits.max_data_bytes)?;
         let sid = svc.admit(self.header.as_ref()).await?;
@@ -163,21 +168,6 @@ impl SessionCall for pb::CreateRequest {
 }
 
 impl SessionCall for pb::SetRequest {
-    type Reply = pb::SetResponse;
-    const OP: &'static str = "set";
-
-    fn header(&mut self) -> &mut Option<pb::RequestHeader> {
-        &mut self.header
-    }
-
-    fn path(&self) -> &str {
-        &self.path
-    }
-
-    fn wrap(reply: Self::Reply) -> Resp {
-        Resp::Set(reply)
-    }
-
     async fn call(self, svc: &ClientService, _: Option<StreamId>) -> Result<Self::Reply, Refusal> {
         let op = convert::set_op(
             self.path,
@@ -197,21 +187,6 @@ impl SessionCall for pb::SetRequest {
 }
 
 impl SessionCall for pb::DeleteRequest {
-    type Reply = pb::DeleteResponse;
-    const OP: &'static str = "delete";
-
-    fn header(&mut self) -> &mut Option<pb::RequestHeader> {
-        &mut self.header
-    }
-
-    fn path(&self) -> &str {
-        &self.path
-    }
-
-    fn wrap(reply: Self::Reply) -> Resp {
-        Resp::Delete(reply)
-    }
-
     async fn call(self, svc: &ClientService, _: Option<StreamId>) -> Result<Self::Reply, Refusal> {
         let op = convert::delete_op(self.path, self.expected_version)?;
         let sid = svc.admit(self.header.as_ref()).await?;
@@ -221,17 +196,6 @@ impl SessionCall for pb::DeleteRequest {
 }
 
 impl SessionCall for pb::MultiRequest {
-    type Reply = pb::MultiResponse;
-    const OP: &'static str = "multi";
-
-    fn header(&mut self) -> &mut Option<pb::RequestHeader> {
-        &mut self.header
-    }
-
-    fn wrap(reply: Self::Reply) -> Resp {
-        Resp::Multi(reply)
-    }
-
     async fn call(self, svc: &ClientService, _: Option<StreamId>) -> Result<Self::Reply, Refusal> {
         let limit = svc.limits.max_multi_ops;
         if self.ops.len() > limit {
@@ -263,21 +227,6 @@ impl SessionCall for pb::MultiRequest {
 }
 
 impl SessionCall for pb::SyncRequest {
-    type Reply = pb::SyncResponse;
-    const OP: &'static str = "sync";
-
-    fn header(&mut self) -> &mut Option<pb::RequestHeader> {
-        &mut self.header
-    }
-
-    fn path(&self) -> &str {
-        &self.path
-    }
-
-    fn wrap(reply: Self::Reply) -> Resp {
-        Resp::Sync(reply)
-    }
-
     async fn call(self, svc: &ClientService, _: Option<StreamId>) -> Result<Self::Reply, Refusal> {
         convert::check_path(&self.path, false)?;
         svc.admit(self.header.as_ref()).await?;
@@ -289,103 +238,81 @@ impl SessionCall for pb::SyncRequest {
     }
 }
 
-impl SessionCall for pb::GetRequest {
-    type Reply = pb::GetResponse;
-    const OP: &'static str = "get";
-
-    fn header(&mut self) -> &mut Option<pb::RequestHeader> {
-        &mut self.header
-    }
-
-    fn path(&self) -> &str {
-        &self.path
-    }
-
-    fn wrap(reply: Self::Reply) -> Resp {
-        Resp::Get(reply)
-    }
-
-    async fn call(self, svc: &ClientService, stream: Option<StreamId>) -> Result<Self::Reply, Refusal> {
-        convert::check_path(&self.path, false)?;
-        svc.admit(self.header.as_ref()).await?;
-        let state = svc.consensus.replica.read();
-        let znode = state.tree.get(&self.path).ok_or_else(|| no_node(&self.path))?;
-        // Under the read lock, so no change slips in between the read and its watch.
-        if let (Some(s), true) = (stream, self.watch) {
-            svc.watches.add(s, &self.path, WatchKind::Data);
+impl ClientService {
+    /// A read: checks the path, admits the session, and hands the znode
+    /// (if any) to `answer` under the read lock; if the request asked for a
+    /// watch and came on a stream, the watch `answer` names is left in the
+    /// same breath, so no change slips in between the read and its watch.
+    async fn read<R>(
+        &self,
+        header: Option<&pb::RequestHeader>,
+        path: &str,
+        watch: Option<StreamId>,
+        answer: impl FnOnce(Option<&Znode>, Zxid) -> Result<(R, WatchKind), Refusal>,
+    ) -> Result<R, Refusal> {
+        convert::check_path(path, false)?;
+        self.admit(header).await?;
+        let state = self.consensus.replica.read();
+        let (reply, kind) = answer(state.tree.get(path), state.zxid())?;
+        if let Some(stream) = watch {
+            self.watches.add(stream, path, kind);
         }
-        Ok(pb::GetResponse {
-            data: znode.data.clone(),
-            stat: Some(convert::stat(&Tree::stat_of(znode))),
-            zxid: state.zxid().0,
+        Ok(reply)
+    }
+}
+
+/// The stream to leave a watch on, if the request asked for one.
+fn watch_on(stream: Option<StreamId>, asked: bool) -> Option<StreamId> {
+    stream.filter(|_| asked)
+}
+
+impl SessionCall for pb::GetRequest {
+    async fn call(self, svc: &ClientService, stream: Option<StreamId>) -> Result<Self::Reply, Refusal> {
+        let watch = watch_on(stream, self.watch);
+        svc.read(self.header.as_ref(), &self.path, watch, |znode, zxid| {
+            let z = znode.ok_or_else(|| no_node(&self.path))?;
+            let reply = pb::GetResponse {
+                data: z.data.clone(),
+                stat: Some(convert::stat(&Tree::stat_of(z))),
+                zxid: zxid.0,
+            };
+            Ok((reply, WatchKind::Data))
         })
+        .await
     }
 }
 
 impl SessionCall for pb::ExistsRequest {
-    type Reply = pb::ExistsResponse;
-    const OP: &'static str = "exists";
-
-    fn header(&mut self) -> &mut Option<pb::RequestHeader> {
-        &mut self.header
-    }
-
-    fn path(&self) -> &str {
-        &self.path
-    }
-
-    fn wrap(reply: Self::Reply) -> Resp {
-        Resp::Exists(reply)
-    }
-
     async fn call(self, svc: &ClientService, stream: Option<StreamId>) -> Result<Self::Reply, Refusal> {
-        convert::check_path(&self.path, false)?;
-        svc.admit(self.header.as_ref()).await?;
-        let state = svc.consensus.replica.read();
-        let znode = state.tree.get(&self.path);
-        if let (Some(s), true) = (stream, self.watch) {
+        let watch = watch_on(stream, self.watch);
+        svc.read(self.header.as_ref(), &self.path, watch, |znode, zxid| {
             let kind = if znode.is_some() {
                 WatchKind::Data
             } else {
                 WatchKind::Exist
             };
-            svc.watches.add(s, &self.path, kind);
-        }
-        Ok(pb::ExistsResponse {
-            stat: znode.map(|z| convert::stat(&Tree::stat_of(z))),
-            zxid: state.zxid().0,
+            let reply = pb::ExistsResponse {
+                stat: znode.map(|z| convert::stat(&Tree::stat_of(z))),
+                zxid: zxid.0,
+            };
+            Ok((reply, kind))
         })
+        .await
     }
 }
 
 impl SessionCall for pb::ChildrenRequest {
-    type Reply = pb::ChildrenResponse;
-    const OP: &'static str = "children";
-
-    fn header(&mut self) -> &mut Option<pb::RequestHeader> {
-        &mut self.header
-    }
-
-    fn path(&self) -> &str {
-        &self.path
-    }
-
-    fn wrap(reply: Self::Reply) -> Resp {
-        Resp::Children(reply)
-    }
-
     async fn call(self, svc: &ClientService, stream: Option<StreamId>) -> Result<Self::Reply, Refusal> {
-        convert::check_path(&self.path, false)?;
-        svc.admit(self.header.as_ref()).await?;
-        let state = svc.consensus.replica.read();
-        let znode = state.tree.get(&self.path).ok_or_else(|| no_node(&self.path))?;
-        if let (Some(s), true) = (stream, self.watch) {
-            svc.watches.add(s, &self.path, WatchKind::Child);
-        }
-        Ok(pb::ChildrenResponse {
-            children: znode.children.iter().cloned().collect(),
-            stat: Some(convert::stat(&Tree::stat_of(znode))),
-            zxid: state.zxid().0,
+        let watch = watch_on(stream, self.watch);
+        svc.read(self.header.as_ref(), &self.path, watch, |znode, zxid| {
+            let z = znode.ok_or_else(|| no_node(&self.path))?;
+            let reply = pb::ChildrenResponse {
+                children: z.children.iter().cloned().collect(),
+                stat: Some(convert::stat(&Tree::stat_of(z))),
+                zxid: zxid.0,
+            };
+            Ok((reply, WatchKind::Child))
         })
+        .await
     }
 }

@@ -354,3 +354,187 @@ impl ParentCounters {
         parent.child_seq = self.child_seq;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWNER: SessionId = SessionId(7);
+
+    /// `/a` (version 0, with child `/a/b`) and `/e`, ephemeral.
+    fn fixture() -> Tree {
+        let mut t = Tree::default();
+        t.create(Zxid(1), 10, "/a", b"a".to_vec(), SessionId(0), false, None)
+            .unwrap();
+        t.create(Zxid(2), 20, "/a/b", vec![], SessionId(0), false, None)
+            .unwrap();
+        t.create(Zxid(3), 30, "/e", vec![], OWNER, false, None).unwrap();
+        t
+    }
+
+    enum TestOp {
+        Create(&'static str, bool),
+        Set(&'static str, i32),
+        Delete(&'static str, i32),
+        Check(&'static str, i32),
+    }
+
+    fn run(t: &mut Tree, op: &TestOp) -> Result<(), ErrorCode> {
+        let z = Zxid(9);
+        let r = match op {
+            TestOp::Create(p, seq) => t.create(z, 90, p, vec![], SessionId(0), *seq, None).map(|_| ()),
+            TestOp::Set(p, v) => t.set(z, 90, p, vec![1], *v, None).map(|_| ()),
+            TestOp::Delete(p, v) => t.delete(z, p, *v, None).map(|_| ()),
+            TestOp::Check(p, v) => t.check(p, *v).map(|_| ()),
+        };
+        r.map_err(|e| e.code)
+    }
+
+    /// ZooKeeper's precedence when several things are wrong at once.
+    #[test]
+    fn errors_come_in_zookeepers_order() {
+        use ErrorCode::*;
+        use TestOp::*;
+        let cases: &[(&str, TestOp, Result<(), ErrorCode>)] = &[
+            (
+                "create under a missing parent",
+                Create("/x/y", false),
+                Err(NoNode),
+            ),
+            ("create the root", Create("/", false), Err(NodeExists)),
+            ("create a taken path", Create("/a", false), Err(NodeExists)),
+            (
+                "create a taken child path",
+                Create("/a/b", false),
+                Err(NodeExists),
+            ),
+            (
+                "create under an ephemeral",
+                Create("/e/c", false),
+                Err(NoChildrenForEphemerals),
+            ),
+            (
+                "sequential under an ephemeral",
+                Create("/e/s", true),
+                Err(NoChildrenForEphemerals),
+            ),
+            ("set a missing znode, bad version too", Set("/x", 5), Err(NoNode)),
+            ("set with a wrong version", Set("/a", 5), Err(BadVersion)),
+            (
+                "set with version -2: exact, never matches",
+                Set("/a", -2),
+                Err(BadVersion),
+            ),
+            ("set with any version", Set("/a", -1), Ok(())),
+            ("delete a missing znode", Delete("/x", 3), Err(NoNode)),
+            (
+                "delete with children and a wrong version: version first",
+                Delete("/a", 3),
+                Err(BadVersion),
+            ),
+            ("delete with children", Delete("/a", 0), Err(NotEmpty)),
+            ("delete the root", Delete("/", -1), Err(BadArguments)),
+            ("delete with version -2", Delete("/a/b", -2), Err(BadVersion)),
+            ("check a missing znode", Check("/x", 0), Err(NoNode)),
+            ("check a wrong version", Check("/a", 1), Err(BadVersion)),
+            ("check any version", Check("/a", -1), Ok(())),
+        ];
+        for (what, op, want) in cases {
+            let mut t = fixture();
+            let before = t.clone();
+            let got = run(&mut t, op);
+            assert_eq!(&got, want, "{what}");
+            if got.is_err() {
+                assert_eq!(t, before, "{what}: a refused op changes nothing");
+            }
+        }
+    }
+
+    #[test]
+    fn a_child_changes_the_parents_children_stats_not_its_data_stats() {
+        let mut t = fixture();
+        let parent = t.get("/a").unwrap().stat.clone();
+        t.create(Zxid(10), 100, "/a/c", vec![], SessionId(0), false, None)
+            .unwrap();
+        let after = Tree::stat_of(t.get("/a").unwrap());
+        assert_eq!(
+            (after.pzxid, after.cversion, after.num_children),
+            (Zxid(10), parent.cversion + 1, 2)
+        );
+        assert_eq!(
+            (after.mzxid, after.version, after.mtime),
+            (parent.mzxid, parent.version, parent.mtime)
+        );
+        t.delete(Zxid(11), "/a/c", -1, None).unwrap();
+        let after = Tree::stat_of(t.get("/a").unwrap());
+        assert_eq!(
+            (after.pzxid, after.cversion, after.num_children),
+            (Zxid(11), parent.cversion + 2, 1)
+        );
+    }
+
+    #[test]
+    fn sequential_names_count_every_child_ever_created() {
+        let mut t = Tree::default();
+        t.create(Zxid(1), 0, "/q", vec![], SessionId(0), false, None)
+            .unwrap();
+        let name = |out: OpOutput| match out {
+            OpOutput::Create { path, .. } => path,
+            other => panic!("{other:?}"),
+        };
+        let s0 = name(
+            t.create(Zxid(2), 0, "/q/s", vec![], SessionId(0), true, None)
+                .unwrap(),
+        );
+        let s1 = name(
+            t.create(Zxid(3), 0, "/q/s", vec![], SessionId(0), true, None)
+                .unwrap(),
+        );
+        t.create(Zxid(4), 0, "/q/plain", vec![], SessionId(0), false, None)
+            .unwrap();
+        t.delete(Zxid(5), &s0, -1, None).unwrap();
+        let s3 = name(
+            t.create(Zxid(6), 0, "/q/", vec![], SessionId(0), true, None)
+                .unwrap(),
+        );
+        let dot = name(
+            t.create(Zxid(7), 0, "/q/.", vec![], SessionId(0), true, None)
+                .unwrap(),
+        );
+        assert_eq!(
+            [s0.as_str(), &s1, &s3, &dot],
+            [
+                "/q/s0000000000",
+                "/q/s0000000001",
+                "/q/0000000003",
+                "/q/.0000000004"
+            ]
+        );
+        assert_eq!(t.get("/q").unwrap().stat.cversion, 6, "creates and deletes");
+    }
+
+    #[test]
+    fn a_create_stamps_every_zxid_and_time_and_a_set_bumps_the_version() {
+        let mut t = Tree::default();
+        let OpOutput::Create { stat, .. } = t
+            .create(Zxid(5), 55, "/n", b"x".to_vec(), OWNER, false, None)
+            .unwrap()
+        else {
+            panic!("create")
+        };
+        assert_eq!((stat.czxid, stat.mzxid, stat.pzxid), (Zxid(5), Zxid(5), Zxid(5)));
+        assert_eq!(
+            (stat.ctime, stat.mtime, stat.version, stat.data_length),
+            (55, 55, 0, 1)
+        );
+        assert_eq!(stat.ephemeral_owner, OWNER);
+        let OpOutput::Set { stat } = t.set(Zxid(6), 66, "/n", b"yz".to_vec(), 0, None).unwrap() else {
+            panic!("set")
+        };
+        assert_eq!(
+            (stat.czxid, stat.mzxid, stat.ctime, stat.mtime),
+            (Zxid(5), Zxid(6), 55, 66)
+        );
+        assert_eq!((stat.version, stat.data_length), (1, 2));
+    }
+}
