@@ -4,7 +4,7 @@
 //! once: what it would acknowledge it could not pass to the leader, and
 //! every second it keeps a client eats into that session's deadline.
 //!
-//! "Heard" counts when a call or an answer arrives, not when the call was
+//! "MergedEvidence" counts when a call or an answer arrives, not when the call was
 //! sent: a peer busy flushing a big append is slow, not gone. The peer
 //! network (`crate::peer`) reports arrivals here.
 

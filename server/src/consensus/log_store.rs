@@ -75,7 +75,7 @@ impl LogStore {
 
     /// The index of the newest entry in the log (0 if empty), read at
     /// startup: entries up to it were applied before the restart, so
-    /// applying them again says nothing about when their sessions were heard.
+    /// applying them again says nothing about when their sessions were touched.
     pub fn last_index(&self) -> Result<Zxid, StorageError> {
         Ok(Zxid(self.last_log_id()?.map_or(0, |l| l.index)))
     }

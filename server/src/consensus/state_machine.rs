@@ -175,7 +175,7 @@ impl StateMachineStore {
         store.move_snapshot_out_of_sled(db)?;
         if let Some(snap) = store.load_snapshot()? {
             let state = decode_state(&snap.meta, &snap.data)?;
-            // Not `replace`: the notes saved before the restart still hold.
+            // Not `replace`: the apply marks saved before the restart still hold.
             let applied = state.zxid();
             *replica.state.write().unwrap_or_else(|p| p.into_inner()) = state;
             replica.applied.send_replace(applied);

@@ -23,7 +23,7 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn last_heard(&self) -> Instant {
+    fn alive_at(&self) -> Instant {
         self.touched.map_or(self.baseline, |t| t.max(self.baseline))
     }
 }
@@ -34,7 +34,7 @@ pub struct Deadlines {
     tick: Duration,
     sessions: HashMap<SessionId, Tracked>,
     buckets: BTreeMap<u64, HashSet<SessionId>>,
-    /// Heard from since the last replicated heartbeat.
+    /// MergedEvidence from since the last replicated heartbeat.
     unreplicated: HashSet<SessionId>,
 }
 
@@ -74,8 +74,8 @@ impl Deadlines {
         self.buckets.entry(bucket).or_default().insert(id);
     }
 
-    /// Starts tracking a session last heard from at `heard` (no-op if tracked).
-    pub fn add(&mut self, id: SessionId, timeout: Duration, heard: Instant) {
+    /// Starts tracking a session last known alive `at` (no-op if tracked).
+    pub fn add(&mut self, id: SessionId, timeout: Duration, at: Instant) {
         if self.sessions.contains_key(&id) {
             return;
         }
@@ -83,26 +83,26 @@ impl Deadlines {
             id,
             Tracked {
                 timeout,
-                baseline: heard,
+                baseline: at,
                 touched: None,
-                last_replicated: heard,
+                last_replicated: at,
                 bucket: u64::MAX,
             },
         );
-        self.place(id, heard + timeout);
+        self.place(id, at + timeout);
     }
 
-    /// Someone heard from the session at `heard`; later touches win.
-    pub fn touch(&mut self, id: SessionId, heard: Instant) {
+    /// A client touched the session `at` (on some member); later touches win.
+    pub fn touch(&mut self, id: SessionId, at: Instant) {
         let Some(t) = self.sessions.get_mut(&id) else {
             return;
         };
-        if t.touched.is_some_and(|at| heard <= at) {
+        if t.touched.is_some_and(|last| at <= last) {
             return;
         }
-        let news = heard > t.last_heard();
-        t.touched = Some(heard);
-        let deadline = t.last_heard() + t.timeout;
+        let news = at > t.alive_at();
+        t.touched = Some(at);
+        let deadline = t.alive_at() + t.timeout;
         if news {
             self.unreplicated.insert(id);
         }
@@ -116,7 +116,7 @@ impl Deadlines {
             return;
         };
         t.baseline = baseline;
-        let deadline = t.last_heard() + t.timeout;
+        let deadline = t.alive_at() + t.timeout;
         self.place(id, deadline);
     }
 
@@ -153,7 +153,7 @@ impl Deadlines {
                 return false;
             };
             if now.saturating_duration_since(t.last_replicated) >= t.timeout / 3 {
-                t.last_replicated = t.last_heard();
+                t.last_replicated = t.alive_at();
                 due.push(*id);
                 false
             } else {

@@ -41,7 +41,7 @@ impl Evidence {
 
 /// The merged evidence about one session, on the leader's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Heard {
+pub struct MergedEvidence {
     /// The latest certain mark: (newest zxid among them, latest instant).
     certain: Option<(Zxid, Instant)>,
     /// The uncertain mark of the newest entry: (zxid, latest instant).
@@ -50,7 +50,7 @@ pub struct Heard {
     pub touch: Option<Instant>,
 }
 
-impl Heard {
+impl MergedEvidence {
     /// Merges one member's evidence, received at `now`.
     pub fn add(&mut self, e: &Evidence, now: Instant) {
         let ago = |ms: u64| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
@@ -103,13 +103,13 @@ mod tests {
     #[test]
     fn a_restarted_members_mark_yields_to_a_certain_one_of_the_same_entry() {
         let now = Instant::now();
-        let mut h = Heard::default();
+        let mut h = MergedEvidence::default();
         h.add(&mark(7, 500, false), now);
         h.add(&mark(7, 3000, true), now);
         h.add(&mark(7, 2900, true), now);
         assert_eq!(h.marked_at(), Some(now - Duration::from_millis(2900)));
         // Only uncertain marks: the freshest-looking one (late, never early).
-        let mut h = Heard::default();
+        let mut h = MergedEvidence::default();
         h.add(&mark(7, 900, false), now);
         h.add(&mark(7, 500, false), now);
         assert_eq!(h.marked_at(), Some(now - Duration::from_millis(500)));
@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn a_newer_entry_counts_even_if_uncertain_and_touches_take_the_latest() {
         let now = Instant::now();
-        let mut h = Heard::default();
+        let mut h = MergedEvidence::default();
         h.add(&mark(7, 2500, true), now);
         h.add(&mark(9, 2000, false), now);
         h.add(&mark(6, 100, false), now);

@@ -30,7 +30,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::deadlines::Deadlines;
-use super::evidence::Heard;
+use super::evidence::MergedEvidence;
 use super::{Liveness, Reporter};
 use crate::consensus::state_machine::SessionEvent;
 use crate::consensus::{Consensus, FailStop};
@@ -49,7 +49,7 @@ pub enum Report {
         /// Voters that answered.
         answered: usize,
         /// Their evidence.
-        heard: HashMap<SessionId, Heard>,
+        merged: HashMap<SessionId, MergedEvidence>,
     },
 }
 
@@ -224,7 +224,7 @@ impl ExpiryLoop {
                 Report::Round {
                     generation,
                     answered,
-                    mut heard,
+                    mut merged,
                 } if generation == lead.generation => {
                     if answered + 1 < majority {
                         lead.round = RoundState::Short;
@@ -232,9 +232,9 @@ impl ExpiryLoop {
                     }
                     // This member's own evidence counts like any other's.
                     for (id, e) in self.liveness.evidence() {
-                        heard.entry(id).or_default().add(&e, now);
+                        merged.entry(id).or_default().add(&e, now);
                     }
-                    for (id, h) in heard {
+                    for (id, h) in merged {
                         if let Some(at) = h.marked_at() {
                             lead.deadlines.rebase(id, at);
                         }
@@ -298,14 +298,14 @@ impl ExpiryLoop {
     /// never early).
     fn seed(&self) -> Deadlines {
         let now = Instant::now();
-        let mut heard: HashMap<SessionId, Heard> = HashMap::new();
+        let mut merged: HashMap<SessionId, MergedEvidence> = HashMap::new();
         for (id, e) in self.liveness.evidence() {
-            heard.entry(id).or_default().add(&e, now);
+            merged.entry(id).or_default().add(&e, now);
         }
         let mut deadlines = Deadlines::new(self.timings.tick);
         for (id, s) in self.consensus.replica.read().sessions.iter() {
-            let h = heard.get(&id);
-            let at = h.and_then(Heard::marked_at).unwrap_or(now);
+            let h = merged.get(&id);
+            let at = h.and_then(MergedEvidence::marked_at).unwrap_or(now);
             deadlines.add(id, Duration::from_millis(s.timeout_ms as u64), at);
             if let Some(touch) = h.and_then(|h| h.touch) {
                 deadlines.touch(id, touch);
@@ -339,11 +339,11 @@ fn start_round(reporter: &Arc<dyn Reporter>, liveness: &Liveness, generation: u6
     let (reporter, reports) = (reporter.clone(), liveness.reports.clone());
     tokio::spawn(
         async move {
-            let (answered, heard) = reporter.gather_evidence().await;
+            let (answered, merged) = reporter.gather_evidence().await;
             let _ = reports.send(Report::Round {
                 generation,
                 answered,
-                heard,
+                merged,
             });
         }
         .instrument(info_span!("report_round", generation)),

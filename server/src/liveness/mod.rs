@@ -1,4 +1,4 @@
-//! Layer 3: liveness. Who heard from which session when, and the leader's
+//! Layer 3: liveness. Which session was touched where and when, and the leader's
 //! expiry decisions:
 //!
 //! - [`touches`]: every member's record of its own clients' requests.
@@ -27,7 +27,7 @@ use ensemble_proto::SessionId;
 use tokio::sync::mpsc;
 
 pub use apply_marks::ApplyMarks;
-pub use evidence::{Evidence, Heard};
+pub use evidence::{Evidence, MergedEvidence};
 pub use expiry::Report;
 pub use touches::Touches;
 
@@ -44,7 +44,7 @@ pub trait Reporter: Send + Sync {
 
     /// Asks every other member for its evidence; returns how many voters
     /// answered and their evidence merged per session.
-    async fn gather_evidence(&self) -> (usize, HashMap<SessionId, Heard>);
+    async fn gather_evidence(&self) -> (usize, HashMap<SessionId, MergedEvidence>);
 }
 
 /// What the other layers hold of liveness: cheap to clone.

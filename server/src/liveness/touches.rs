@@ -1,4 +1,4 @@
-//! Touches: when this member last heard from each of its clients' sessions
+//! Touches: when a client of this member last used each of its sessions
 //! (any proven request, heartbeats included). Read by the liveness loop,
 //! which reports them to the leader as ages, never as clock readings:
 //! clocks differ between machines.

@@ -10,7 +10,7 @@ use tracing::debug;
 
 use super::{decode, encode, join_all, Peers};
 use crate::consensus::Consensus;
-use crate::liveness::{Evidence, Heard, Liveness};
+use crate::liveness::{Evidence, Liveness, MergedEvidence};
 use crate::state::NodeId;
 
 /// The client half: asks every other member at once; returns how many
@@ -19,10 +19,10 @@ pub(crate) async fn gather(
     peers: &Peers,
     consensus: &Consensus,
     timeout: Duration,
-) -> (usize, HashMap<SessionId, Heard>) {
-    let mut heard: HashMap<SessionId, Heard> = HashMap::new();
+) -> (usize, HashMap<SessionId, MergedEvidence>) {
+    let mut merged: HashMap<SessionId, MergedEvidence> = HashMap::new();
     let Ok(payload) = encode(&consensus.id) else {
-        return (0, heard);
+        return (0, merged);
     };
     let calls = consensus.others().into_iter().filter_map(|(id, node, voter)| {
         let mut client = peers.client(id, &node.peer_addr).ok()?;
@@ -41,10 +41,10 @@ pub(crate) async fn gather(
         };
         answered += usize::from(voter);
         for (id, e) in evidence {
-            heard.entry(id).or_default().add(&e, received);
+            merged.entry(id).or_default().add(&e, received);
         }
     }
-    (answered, heard)
+    (answered, merged)
 }
 
 /// The server half: this member's evidence, whoever asks.

@@ -33,7 +33,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::consensus::{Consensus, Contact};
-use crate::liveness::{Heard, Liveness, Reporter};
+use crate::liveness::{Liveness, MergedEvidence, Reporter};
 use crate::state::{NodeId, PeerNode};
 
 /// Largest peer message: snapshot chunks and big batches must fit.
@@ -213,7 +213,7 @@ impl Reporter for Reporting {
         touch::report(&self.peers, leader, &node, touches, self.timeout).await
     }
 
-    async fn gather_evidence(&self) -> (usize, HashMap<SessionId, Heard>) {
+    async fn gather_evidence(&self) -> (usize, HashMap<SessionId, MergedEvidence>) {
         evidence::gather(&self.peers, &self.consensus, self.timeout).await
     }
 }

@@ -83,7 +83,7 @@ enum UndoStep {
     /// A delete: put the znode back under its parent.
     Deleted {
         path: String,
-        node: Znode,
+        znode: Znode,
         parent: String,
         parent_was: ParentCounters,
     },
@@ -92,14 +92,14 @@ enum UndoStep {
 /// All znodes by full path. The root `/` always exists.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Tree {
-    nodes: BTreeMap<String, Znode>,
+    znodes: BTreeMap<String, Znode>,
 }
 
 impl Default for Tree {
     fn default() -> Self {
-        let mut nodes = BTreeMap::new();
-        nodes.insert("/".to_string(), Znode::default());
-        Tree { nodes }
+        let mut znodes = BTreeMap::new();
+        znodes.insert("/".to_string(), Znode::default());
+        Tree { znodes }
     }
 }
 
@@ -120,36 +120,36 @@ fn no_node(path: &str) -> Refusal {
 impl Tree {
     /// The znode at a path.
     pub fn get(&self, path: &str) -> Option<&Znode> {
-        self.nodes.get(path)
+        self.znodes.get(path)
     }
 
     /// How many znodes there are, the root included.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.znodes.len()
     }
 
     /// Never true: the root always exists.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.znodes.is_empty()
     }
 
     /// All znodes in path order (for digests and tests).
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Znode)> {
-        self.nodes.iter()
+        self.znodes.iter()
     }
 
     /// The stat of a znode, with the derived fields filled in.
-    pub fn stat_of(node: &Znode) -> Stat {
-        let mut stat = node.stat.clone();
-        stat.data_length = node.data.len() as i32;
-        stat.num_children = node.children.len() as i32;
+    pub fn stat_of(znode: &Znode) -> Stat {
+        let mut stat = znode.stat.clone();
+        stat.data_length = znode.data.len() as i32;
+        stat.num_children = znode.children.len() as i32;
         stat
     }
 
     /// Fails unless the znode exists at the version.
     pub fn check(&self, path: &str, version: i32) -> Result<OpOutput, Refusal> {
-        let node = self.nodes.get(path).ok_or_else(|| no_node(path))?;
-        check_version(path, version, node.stat.version)?;
+        let znode = self.znodes.get(path).ok_or_else(|| no_node(path))?;
+        check_version(path, version, znode.stat.version)?;
         Ok(OpOutput::Check)
     }
 
@@ -175,7 +175,7 @@ impl Tree {
         } else {
             path::split(path)
         };
-        let parent = self.nodes.get(parent_path).ok_or_else(|| {
+        let parent = self.znodes.get(parent_path).ok_or_else(|| {
             Refusal::new(
                 ErrorCode::NoNode,
                 format!("parent {parent_path} of {path} does not exist"),
@@ -187,7 +187,7 @@ impl Tree {
             prefix.to_string()
         };
         let full = path::join(parent_path, &name);
-        if self.nodes.contains_key(&full) {
+        if self.znodes.contains_key(&full) {
             return Err(Refusal::new(
                 ErrorCode::NodeExists,
                 format!("{full} already exists"),
@@ -200,7 +200,7 @@ impl Tree {
             ));
         }
         let parent_path = parent_path.to_string();
-        if let Some(parent) = self.nodes.get_mut(&parent_path) {
+        if let Some(parent) = self.znodes.get_mut(&parent_path) {
             if let Some(undo) = undo {
                 undo.steps.push(UndoStep::Created {
                     path: full.clone(),
@@ -213,7 +213,7 @@ impl Tree {
             parent.stat.pzxid = zxid;
             parent.children.insert(name);
         }
-        let node = Znode {
+        let znode = Znode {
             stat: Stat {
                 czxid: zxid,
                 mzxid: zxid,
@@ -227,8 +227,8 @@ impl Tree {
             children: BTreeSet::new(),
             child_seq: 0,
         };
-        let stat = Self::stat_of(&node);
-        self.nodes.insert(full.clone(), node);
+        let stat = Self::stat_of(&znode);
+        self.znodes.insert(full.clone(), znode);
         Ok(OpOutput::Create { path: full, stat })
     }
 
@@ -242,21 +242,21 @@ impl Tree {
         version: i32,
         undo: Option<&mut Undo>,
     ) -> Result<OpOutput, Refusal> {
-        let node = self.nodes.get_mut(path).ok_or_else(|| no_node(path))?;
-        check_version(path, version, node.stat.version)?;
-        let old_data = std::mem::replace(&mut node.data, data);
+        let znode = self.znodes.get_mut(path).ok_or_else(|| no_node(path))?;
+        check_version(path, version, znode.stat.version)?;
+        let old_data = std::mem::replace(&mut znode.data, data);
         if let Some(undo) = undo {
             undo.steps.push(UndoStep::Set {
                 path: path.to_string(),
                 data: old_data,
-                stat: node.stat.clone(),
+                stat: znode.stat.clone(),
             });
         }
-        node.stat.version += 1;
-        node.stat.mzxid = zxid;
-        node.stat.mtime = time_ms;
+        znode.stat.version += 1;
+        znode.stat.mzxid = zxid;
+        znode.stat.mtime = time_ms;
         Ok(OpOutput::Set {
-            stat: Self::stat_of(node),
+            stat: Self::stat_of(znode),
         })
     }
 
@@ -272,24 +272,24 @@ impl Tree {
         if path == "/" {
             return Err(Refusal::bad_arguments("the root / can not be deleted"));
         }
-        let node = self.nodes.get(path).ok_or_else(|| no_node(path))?;
-        check_version(path, version, node.stat.version)?;
-        if !node.children.is_empty() {
+        let znode = self.znodes.get(path).ok_or_else(|| no_node(path))?;
+        check_version(path, version, znode.stat.version)?;
+        if !znode.children.is_empty() {
             return Err(Refusal::new(
                 ErrorCode::NotEmpty,
-                format!("{path} has {} children", node.children.len()),
+                format!("{path} has {} children", znode.children.len()),
             ));
         }
         let (parent_path, name) = path::split(path);
-        let Some(node) = self.nodes.remove(path) else {
+        let Some(znode) = self.znodes.remove(path) else {
             return Err(no_node(path));
         };
-        let owner = node.stat.ephemeral_owner;
-        if let Some(parent) = self.nodes.get_mut(parent_path) {
+        let owner = znode.stat.ephemeral_owner;
+        if let Some(parent) = self.znodes.get_mut(parent_path) {
             if let Some(undo) = undo {
                 undo.steps.push(UndoStep::Deleted {
                     path: path.to_string(),
-                    node,
+                    znode,
                     parent: parent_path.to_string(),
                     parent_was: ParentCounters::of(parent),
                 });
@@ -310,29 +310,29 @@ impl Tree {
                     parent,
                     parent_was,
                 } => {
-                    self.nodes.remove(&path);
-                    if let Some(p) = self.nodes.get_mut(&parent) {
+                    self.znodes.remove(&path);
+                    if let Some(p) = self.znodes.get_mut(&parent) {
                         p.children.remove(path::split(&path).1);
                         parent_was.restore(p);
                     }
                 }
                 UndoStep::Set { path, data, stat } => {
-                    if let Some(n) = self.nodes.get_mut(&path) {
+                    if let Some(n) = self.znodes.get_mut(&path) {
                         n.data = data;
                         n.stat = stat;
                     }
                 }
                 UndoStep::Deleted {
                     path,
-                    node,
+                    znode,
                     parent,
                     parent_was,
                 } => {
-                    if let Some(p) = self.nodes.get_mut(&parent) {
+                    if let Some(p) = self.znodes.get_mut(&parent) {
                         p.children.insert(path::split(&path).1.to_string());
                         parent_was.restore(p);
                     }
-                    self.nodes.insert(path, node);
+                    self.znodes.insert(path, znode);
                 }
             }
         }
