@@ -2,10 +2,9 @@
 //! candidate watches only its predecessor, and the leader gets a fencing
 //! token (see [`crate::recipes`]).
 
-use crate::types::ErrorCode;
-
 use crate::client::Client;
 use crate::error::Result;
+use crate::types::ErrorCode;
 use crate::watch::OneShotWatch;
 
 use super::{sequence, Ticket};
