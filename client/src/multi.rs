@@ -5,6 +5,7 @@
 
 use ensemble_proto::v1 as pb;
 
+use crate::chroot::Chroot;
 use crate::client::Client;
 use crate::convert;
 use crate::error::Result;
@@ -125,14 +126,14 @@ impl<'a> Multi<'a> {
     /// Runs the ops atomically: all take effect in one zxid, or none does.
     /// A refusal's `op_index` names the first failing op.
     pub async fn run(self) -> Result<Vec<OpResult>> {
-        let client = self.client;
+        let chroot = self.client.chroot();
         let ops = self
             .ops
             .into_iter()
-            .map(|op| to_proto(client, op))
+            .map(|op| to_proto(chroot, op))
             .collect::<Result<Vec<_>>>()?;
-        let r = client.call(pb::MultiRequest { header: None, ops }).await?;
-        Ok(r.results.into_iter().map(|r| from_proto(client, r)).collect())
+        let r = self.client.call(pb::MultiRequest { header: None, ops }).await?;
+        Ok(r.results.into_iter().map(|r| from_proto(chroot, r)).collect())
     }
 }
 
@@ -147,25 +148,25 @@ impl Client {
 }
 
 /// The op as sent, its path under the base path.
-fn to_proto(client: &Client, op: Op) -> Result<pb::Op> {
+fn to_proto(chroot: &Chroot, op: Op) -> Result<pb::Op> {
     use pb::op::Op as O;
     let op = match op {
         Op::Check { path, version } => O::Check(pb::CheckOp {
-            path: client.full_path(&path, false)?,
+            path: chroot.full(&path, false)?,
             expected_version: version,
         }),
         Op::Create { path, data, mode } => O::Create(pb::CreateOp {
-            path: client.full_path(&path, mode.is_sequential())?,
+            path: chroot.full(&path, mode.is_sequential())?,
             data,
             mode: pb::CreateMode::from(mode) as i32,
         }),
         Op::Set { path, data, version } => O::Set(pb::SetOp {
-            path: client.full_path(&path, false)?,
+            path: chroot.full(&path, false)?,
             data,
             expected_version: version,
         }),
         Op::Delete { path, version } => O::Delete(pb::DeleteOp {
-            path: client.full_path(&path, false)?,
+            path: chroot.full(&path, false)?,
             expected_version: version,
         }),
     };
@@ -174,11 +175,11 @@ fn to_proto(client: &Client, op: Op) -> Result<pb::Op> {
 
 /// An op's result as the application sees it. A result the server left
 /// empty reads as a passed check, the op that carries no data.
-fn from_proto(client: &Client, r: pb::OpResult) -> OpResult {
+fn from_proto(chroot: &Chroot, r: pb::OpResult) -> OpResult {
     use pb::op_result::Result as R;
     match r.result {
         Some(R::Create(c)) => OpResult::Create {
-            path: client.strip(c.path),
+            path: chroot.strip(c.path),
             stat: convert::stat(c.stat),
         },
         Some(R::Set(s)) => OpResult::Set {
@@ -186,5 +187,64 @@ fn from_proto(client: &Client, r: pb::OpResult) -> OpResult {
         },
         Some(R::Delete(_)) => OpResult::Delete,
         Some(R::Check(_)) | None => OpResult::Check,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn ops_are_taken_under_the_base_path_and_checked_first() {
+        let app = Chroot::new("/app").unwrap();
+        let op = to_proto(
+            &app,
+            Op::Create {
+                path: "/q-".into(),
+                data: b"d".to_vec(),
+                mode: CreateMode::EphemeralSequential,
+            },
+        )
+        .unwrap();
+        let expected = pb::op::Op::Create(pb::CreateOp {
+            path: "/app/q-".into(),
+            data: b"d".to_vec(),
+            mode: pb::CreateMode::EphemeralSequential as i32,
+        });
+        assert_eq!(op.op, Some(expected));
+        for bad in [
+            Op::Check {
+                path: "x".into(),
+                version: 0,
+            },
+            Op::Set {
+                path: "/a/".into(),
+                data: vec![],
+                version: -1,
+            },
+            Op::Delete {
+                path: "/../x".into(),
+                version: -1,
+            },
+        ] {
+            assert!(
+                matches!(to_proto(&app, bad.clone()), Err(Error::BadArguments(_))),
+                "{bad:?}"
+            );
+        }
+        let result = pb::OpResult {
+            result: Some(pb::op_result::Result::Create(pb::CreateResult {
+                path: "/app/q-0000000003".into(),
+                stat: None,
+            })),
+        };
+        assert_eq!(
+            from_proto(&app, result),
+            OpResult::Create {
+                path: "/q-0000000003".into(),
+                stat: Stat::default()
+            }
+        );
     }
 }

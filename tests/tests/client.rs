@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use ensemble_client::{
-    Client, CreateMode, Error, ErrorCode, EventType, Options, SessionState, StateEvent, WatchEvent,
+    Client, CreateMode, Error, ErrorCode, EventType, OpResult, Options, SessionState, StateEvent, WatchEvent,
 };
 use ensemble_tests::{poll_until, Cluster, ClusterOptions};
 use tokio::sync::mpsc;
@@ -319,6 +319,18 @@ async fn a_base_path_can_not_be_escaped() {
         .unwrap_err();
     assert!(matches!(e, Error::BadArguments(_)), "sequential: {e:?}");
     assert!(matches!(app.get("x").await, Err(Error::BadArguments(_))));
+    let e = app
+        .multi()
+        .create("/ok", vec![], CreateMode::Persistent)
+        .create("x", vec![], CreateMode::Persistent)
+        .run()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::BadArguments(_)), "multi: {e:?}");
+    assert!(
+        root.exists("/app/ok").await.unwrap().is_none(),
+        "nothing of the multi was sent"
+    );
     assert!(
         root.exists("/appx").await.unwrap().is_none(),
         "nothing was created beside /app"
@@ -338,5 +350,23 @@ async fn a_base_path_can_not_be_escaped() {
     );
     assert_eq!(root.get("/app/y").await.unwrap().0, b"in");
     assert_eq!(app.children("/").await.unwrap().0, vec!["y"]);
-    assert!(root.children("/app").await.unwrap().0 == vec!["y"]);
+    let results = app
+        .multi()
+        .create("/s-", vec![], CreateMode::PersistentSequential)
+        .check("/y", 0)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(
+        results[0],
+        OpResult::Create {
+            path: "/s-0000000001".into(),
+            stat: root
+                .exists("/app/s-0000000001")
+                .await
+                .unwrap()
+                .expect("created under /app"),
+        }
+    );
+    assert_eq!(root.children("/app").await.unwrap().0, vec!["s-0000000001", "y"]);
 }

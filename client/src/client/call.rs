@@ -101,3 +101,30 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_takes_only_its_own_reply() {
+        let get = pb::GetResponse {
+            data: b"d".to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(pb::GetRequest::reply(Resp::Get(get.clone())), Ok(get));
+        let set = Resp::Set(pb::SetResponse::default());
+        assert_eq!(pb::GetRequest::reply(set.clone()), Err(set));
+        assert!(matches!(
+            pb::CloseSessionRequest { header: None }.into_request(),
+            Req::Close(_)
+        ));
+        // Reads, watches and close may go again after a lost connection; writes may not.
+        const {
+            assert!(pb::GetRequest::IDEMPOTENT && pb::SyncRequest::IDEMPOTENT);
+            assert!(pb::CloseSessionRequest::IDEMPOTENT && pb::AddWatchRequest::IDEMPOTENT);
+            assert!(!pb::CreateRequest::IDEMPOTENT && !pb::MultiRequest::IDEMPOTENT);
+            assert!(!pb::SetRequest::IDEMPOTENT && !pb::DeleteRequest::IDEMPOTENT);
+        }
+    }
+}

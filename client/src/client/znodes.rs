@@ -5,19 +5,20 @@
 use ensemble_proto::v1 as pb;
 
 use super::Client;
+use crate::chroot::Chroot;
 use crate::convert;
 use crate::error::{Error, Result};
 use crate::types::{CreateMode, Stat};
 
 impl Client {
-    /// The full path of an application's path, checked under the base path.
-    pub(crate) fn full_path(&self, path: &str, sequential: bool) -> Result<String> {
-        self.shared.chroot.full(path, sequential)
+    /// The client's base path.
+    pub(crate) fn chroot(&self) -> &Chroot {
+        &self.shared.chroot
     }
 
-    /// A path the cluster returned, as the application sees it.
-    pub(crate) fn strip(&self, path: String) -> String {
-        self.shared.chroot.strip(path)
+    /// The full path of an application's path, checked under the base path.
+    pub(super) fn full_path(&self, path: &str, sequential: bool) -> Result<String> {
+        self.shared.chroot.full(path, sequential)
     }
 
     /// Creates a znode; returns its path (with the suffix, if sequential).
@@ -40,7 +41,7 @@ impl Client {
                 mode: pb::CreateMode::from(mode) as i32,
             })
             .await?;
-        Ok((self.strip(r.path), convert::stat(r.stat)))
+        Ok((self.chroot().strip(r.path), convert::stat(r.stat)))
     }
 
     /// A znode's data and stat.
