@@ -327,6 +327,8 @@ async fn a_base_path_can_not_be_escaped() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::BadArguments(_)), "multi: {e:?}");
+    // The checker may sit on another node: catch up before looking.
+    root.sync("/").await.unwrap();
     assert!(
         root.exists("/app/ok").await.unwrap().is_none(),
         "nothing of the multi was sent"
@@ -348,6 +350,7 @@ async fn a_base_path_can_not_be_escaped() {
             .unwrap(),
         "/y"
     );
+    root.sync("/app").await.unwrap();
     assert_eq!(root.get("/app/y").await.unwrap().0, b"in");
     assert_eq!(app.children("/").await.unwrap().0, vec!["y"]);
     let results = app
@@ -357,6 +360,7 @@ async fn a_base_path_can_not_be_escaped() {
         .run()
         .await
         .unwrap();
+    root.sync("/app").await.unwrap();
     assert_eq!(
         results[0],
         OpResult::Create {
