@@ -1,8 +1,12 @@
-//! Client errors: the server's ZooKeeper-style codes, plus the client's own
-//! connection failures.
+//! Client errors: the server's ZooKeeper-style refusals, plus the client's
+//! own failures (no node answered, the session is gone, a request it could
+//! tell was malformed), so callers branch on one [`ErrorCode`].
 
-use ensemble_proto::v1::ErrorCode;
-use ensemble_proto::{ERROR_CODE_KEY, FAILED_OP_KEY};
+use ensemble_proto::v1 as pb;
+use ensemble_proto::{SessionId, ERROR_CODE_KEY, FAILED_OP_KEY};
+
+use crate::convert;
+use crate::types::ErrorCode;
 
 /// What a call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -10,6 +14,7 @@ pub enum Error {
     /// The cluster refused the request; `code` says why.
     #[error("{message}")]
     Server {
+        /// Why, as ZooKeeper names it.
         code: ErrorCode,
         /// Starts with the code's name and names the path or session.
         message: String,
@@ -20,15 +25,15 @@ pub enum Error {
     #[error("CONNECTION_LOSS: {0}")]
     ConnectionLoss(String),
     /// The session is gone for good; open a new client.
-    #[error("SESSION_EXPIRED: session 0x{0:x} has expired")]
-    SessionExpired(u64),
+    #[error("SESSION_EXPIRED: session {0} has expired")]
+    SessionExpired(SessionId),
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
     /// The cluster rejected the credentials; this client object is done.
     #[error("AUTH_FAILED: the cluster rejected the credentials")]
     AuthFailed,
-    /// A request the client itself could tell was malformed.
+    /// A request the client itself could tell was malformed; nothing was sent.
     #[error("BAD_ARGUMENTS: {0}")]
     BadArguments(String),
     /// An endpoint is not HOST:PORT.
@@ -54,7 +59,7 @@ impl Error {
             .metadata()
             .get(ERROR_CODE_KEY)
             .and_then(|v| v.to_str().ok())
-            .and_then(ErrorCode::from_str_name);
+            .and_then(convert::error_code_named);
         match code {
             Some(code) => Error::Server {
                 code,
@@ -66,6 +71,15 @@ impl Error {
                     .and_then(|v| v.parse().ok()),
             },
             None => Error::ConnectionLoss(format!("{}: {}", status.code(), status.message())),
+        }
+    }
+
+    /// The error an error reply on the session stream stands for.
+    pub(crate) fn from_reply(e: pb::ErrorReply) -> Self {
+        Error::Server {
+            code: convert::error_code(e.code),
+            message: e.message,
+            op_index: u32::try_from(e.op_index).ok(),
         }
     }
 
@@ -81,3 +95,38 @@ impl Error {
 
 /// Results of client calls.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_refusal_keeps_its_code_and_failing_op() {
+        let e = Error::from_reply(pb::ErrorReply {
+            code: pb::ErrorCode::NoNode as i32,
+            message: "NO_NODE: /a".into(),
+            op_index: 3,
+            not_applied: false,
+        });
+        assert!(
+            matches!(
+                e,
+                Error::Server {
+                    code: ErrorCode::NoNode,
+                    op_index: Some(3),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = Error::from_reply(pb::ErrorReply {
+            op_index: -1,
+            ..Default::default()
+        });
+        assert!(matches!(e, Error::Server { op_index: None, .. }), "{e:?}");
+        assert_eq!(
+            Error::SessionExpired(SessionId(0x1a0000)).to_string(),
+            "SESSION_EXPIRED: session 0x1a0000 has expired"
+        );
+    }
+}

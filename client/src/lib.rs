@@ -1,7 +1,9 @@
 //! # ensemble-client
 //!
-//! An async client for Ensemble, recipes built on it, and the `ensemble`
-//! command-line tool.
+//! An async client for Ensemble, and recipes built on it (a lock and a
+//! leader election). The command-line tool is a crate of its own
+//! (`ensemble-cli`), so applications that link this library do not compile
+//! its dependencies.
 //!
 //! ```no_run
 //! # async fn demo() -> ensemble_client::Result<()> {
@@ -14,31 +16,58 @@
 //! client.set(&path, b"v2".to_vec(), 0).await?;
 //! let event = watch.wait().await?; // NODE_DATA_CHANGED on /app
 //! # let _ = event;
+//! client
+//!     .multi()
+//!     .create("/app/a", b"1".to_vec(), CreateMode::Persistent)
+//!     .check("/app", 1)
+//!     .run()
+//!     .await?;
 //! client.close().await?;
 //! # Ok(()) }
 //! ```
 //!
-//! - [`client`]: open a session, the znode operations and watches.
-//! - [`connection`](crate::client): (internal) heartbeats every T/3, failover
-//!   to another node with the same session, watch re-registration.
-//! - [`state`]: the session states and the state machine diagram.
-//! - [`watches`]: watch events.
+//! The modules, one concern each:
+//!
+//! - `client/`: [`Client`]: opening a session (`open`), the typed call
+//!   helper (`call`), the znode operations (`znodes`) and watches
+//!   (`watching`).
+//! - `multi`: [`Multi`], the builder of atomic multis, with [`Op`] and [`OpResult`].
+//! - `types`: the value types of the API ([`Stat`], [`CreateMode`],
+//!   [`ErrorCode`], [`EventType`], [`WatchMode`], [`WatchEvent`]);
+//!   `convert`: their private conversions to and from the proto.
+//! - `options`: [`Options`] and [`SessionInfo`]; `chroot`: the base path.
+//! - `session/`: (internal) the session task: hedged dialing and node
+//!   selection, serving the stream, reply routing, probes.
+//! - `watch`: the watch handles; `watch_registry`: (internal) which local
+//!   watch an event satisfies, and what to re-register on another node.
+//! - [`state`]: the session states and their diagram.
+//! - `status`: a member's [`NodeStatus`] (no session needed).
+//! - `error`: [`Error`], ZooKeeper-style codes plus connection failures.
 //! - [`recipes`]: leader election and a lock, with fencing tokens.
-//! - [`error`]: ZooKeeper-style error codes and connection failures.
-//! - [`cli`]: the `ensemble` command-line tool.
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod cli;
-pub mod client;
-mod connection;
-pub mod error;
+mod chroot;
+mod client;
+mod convert;
+mod endpoints;
+mod error;
+mod multi;
+mod options;
 pub mod recipes;
+mod session;
 pub mod state;
-pub mod watches;
+mod status;
+mod types;
+mod watch;
+mod watch_registry;
 
-pub use client::{Client, OneShotWatch, Options, PersistentWatch, SessionInfo};
-pub use ensemble_proto::v1::{
-    CreateMode, ErrorCode, EventType, Op, OpResult, Stat, StatusResponse, WatchMode,
-};
+pub use client::Client;
+pub use ensemble_proto::{SessionId, Zxid};
 pub use error::{Error, Result};
+pub use multi::{Multi, Op, OpResult};
+pub use options::{Options, SessionInfo};
 pub use state::{SessionState, StateEvent};
-pub use watches::WatchEvent;
+pub use status::{node_status, node_status_with, Member, NodeStatus, Role};
+pub use types::{CreateMode, ErrorCode, EventType, Stat, WatchEvent, WatchMode};
+pub use watch::{OneShotWatch, PersistentWatch};

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use ensemble_client::client::{node_status, node_status_with};
-use ensemble_client::{Client, Options, SessionInfo, StatusResponse};
+use ensemble_client::{node_status, node_status_with};
+use ensemble_client::{Client, NodeStatus, Options, Role, SessionId, SessionInfo, Zxid};
 
 /// Settings of a test cluster; the defaults favour fast elections.
 #[derive(Clone, Debug)]
@@ -334,12 +334,12 @@ impl Cluster {
     }
 
     /// Node `id`'s status, if it answers.
-    pub async fn status(&self, id: u64) -> Option<StatusResponse> {
+    pub async fn status(&self, id: u64) -> Option<NodeStatus> {
         node_status(&self.endpoint(id), Duration::from_secs(1)).await.ok()
     }
 
     /// Node `id`'s status with a digest of its state.
-    pub async fn digest(&self, id: u64) -> Option<StatusResponse> {
+    pub async fn digest(&self, id: u64) -> Option<NodeStatus> {
         node_status_with(&self.endpoint(id), Duration::from_secs(5), true)
             .await
             .ok()
@@ -357,8 +357,8 @@ impl Cluster {
             for n in self.nodes.iter().filter(|n| n.child.is_some()) {
                 match self.status(n.id).await {
                     Some(s) => {
-                        named.push(if s.ready { s.leader_id } else { 0 });
-                        if s.role == "leader" {
+                        named.push(if s.ready { s.leader_id.unwrap_or(0) } else { 0 });
+                        if s.role == Role::Leader {
                             leading.push(s.node_id);
                         }
                     }
@@ -378,11 +378,11 @@ impl Cluster {
     }
 
     /// Waits until every running node has applied at least `zxid`.
-    pub async fn wait_applied_everywhere(&self, zxid: u64, within: Duration) {
+    pub async fn wait_applied_everywhere(&self, zxid: Zxid, within: Duration) {
         let deadline = Instant::now() + within;
         for n in self.nodes.iter().filter(|n| n.child.is_some()) {
             loop {
-                if self.status(n.id).await.is_some_and(|s| s.applied_index >= zxid) {
+                if self.status(n.id).await.is_some_and(|s| s.applied_zxid >= zxid) {
                     break;
                 }
                 assert!(
@@ -442,11 +442,11 @@ impl Cluster {
         Holder {
             child,
             session: SessionInfo {
-                session_id: words[1].parse().expect("session id"),
+                session_id: SessionId(words[1].parse().expect("session id")),
                 secret,
                 timeout,
             },
-            zxid: words[3].parse().expect("zxid"),
+            zxid: Zxid(words[3].parse().expect("zxid")),
         }
     }
 
@@ -499,7 +499,7 @@ pub struct Holder {
     child: Child,
     pub session: SessionInfo,
     /// The zxid of the ephemeral's create.
-    pub zxid: u64,
+    pub zxid: Zxid,
 }
 
 impl Holder {

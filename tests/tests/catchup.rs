@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ensemble_client::{CreateMode, ErrorCode};
+use ensemble_client::{CreateMode, ErrorCode, Zxid};
 use ensemble_tests::fault::workload::converged;
 use ensemble_tests::{poll_until, Cluster, ClusterOptions};
 
@@ -19,7 +19,7 @@ async fn catch_up(options: ClusterOptions, count: usize, by_snapshot: bool) {
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let victim = (1..=3).find(|id| *id != leader).expect("a follower");
     let others: Vec<u64> = (1..=3).filter(|id| *id != victim).collect();
-    let behind_from = cluster.status(victim).await.expect("status").last_log_index;
+    let behind_from = cluster.status(victim).await.expect("status").last_log_zxid;
     cluster.kill(victim);
 
     let setup = cluster.client_on(&others, T).await;
@@ -56,7 +56,7 @@ async fn catch_up(options: ClusterOptions, count: usize, by_snapshot: bool) {
             (c.last_zxid(), unknown)
         }));
     }
-    let (mut zxid, mut unknown) = (0, 0);
+    let (mut zxid, mut unknown) = (Zxid(0), 0);
     for t in tasks {
         let (z, u) = t.await.expect("writer");
         zxid = zxid.max(z);
@@ -78,7 +78,7 @@ async fn catch_up(options: ClusterOptions, count: usize, by_snapshot: bool) {
                 cluster
                     .status(leader)
                     .await
-                    .is_some_and(|s| s.purged_index > behind_from)
+                    .is_some_and(|s| s.purged_zxid > behind_from)
             },
         )
         .await;
@@ -91,16 +91,16 @@ async fn catch_up(options: ClusterOptions, count: usize, by_snapshot: bool) {
         cluster
             .status(victim)
             .await
-            .is_some_and(|s| s.ready && s.applied_index >= zxid)
+            .is_some_and(|s| s.ready && s.applied_zxid >= zxid)
     })
     .await;
     let took = restarted.elapsed();
     let after = cluster.status(victim).await.expect("status");
     eprintln!(
         "node {victim} ({} entries behind, purged {} on the leader) ready {took:?} after its restart; snapshot at {}",
-        zxid - behind_from,
-        before.purged_index,
-        after.snapshot_index
+        zxid.0 - behind_from.0,
+        before.purged_zxid,
+        after.snapshot_zxid
     );
     for id in 1..=3 {
         let s = cluster.status(id).await.expect("status");

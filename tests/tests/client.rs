@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use ensemble_client::{
-    Client, CreateMode, ErrorCode, EventType, Options, SessionState, StateEvent, WatchEvent,
+    Client, CreateMode, Error, ErrorCode, EventType, OpResult, Options, SessionState, StateEvent, WatchEvent,
 };
 use ensemble_tests::{poll_until, Cluster, ClusterOptions};
 use tokio::sync::mpsc;
@@ -73,7 +73,8 @@ async fn a_listener_sees_every_state_in_order() {
     }
     let (_, stat) = client.get("/still-here").await.unwrap();
     assert_eq!(
-        stat.ephemeral_owner, id,
+        stat.ephemeral_owner,
+        Some(id),
         "the ephemeral belongs to the moved session"
     );
 
@@ -285,4 +286,91 @@ async fn watches_survive_a_move_to_another_node() {
     assert!(tree.try_next().is_none(), "no duplicates");
     assert_ne!(cluster.id_of(c.current_endpoint()), on, "the client moved");
     cluster.resume(on);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_path_can_not_be_escaped() {
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let root = cluster.client(Duration::from_secs(10)).await;
+    root.create("/app", vec![], CreateMode::Persistent).await.unwrap();
+    let before = root.children("/").await.unwrap().0;
+    let app = Client::connect(
+        &cluster.endpoints(),
+        Options {
+            base_path: "/app".into(),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // `x` under `/app` is not `/appx`: refused before anything is sent.
+    for bad in ["x", "", "/../x", "/x/", "//x"] {
+        let e = app
+            .create(bad, b"escaped".to_vec(), CreateMode::Persistent)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::BadArguments(_)), "{bad:?}: {e:?}");
+        assert_eq!(e.code(), ErrorCode::BadArguments, "{bad:?}");
+    }
+    let e = app
+        .create("x", vec![], CreateMode::PersistentSequential)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::BadArguments(_)), "sequential: {e:?}");
+    assert!(matches!(app.get("x").await, Err(Error::BadArguments(_))));
+    let e = app
+        .multi()
+        .create("/ok", vec![], CreateMode::Persistent)
+        .create("x", vec![], CreateMode::Persistent)
+        .run()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::BadArguments(_)), "multi: {e:?}");
+    // The checker may sit on another node: catch up before looking.
+    root.sync("/").await.unwrap();
+    assert!(
+        root.exists("/app/ok").await.unwrap().is_none(),
+        "nothing of the multi was sent"
+    );
+    assert!(
+        root.exists("/appx").await.unwrap().is_none(),
+        "nothing was created beside /app"
+    );
+    assert_eq!(
+        root.children("/").await.unwrap().0,
+        before,
+        "nothing outside /app"
+    );
+
+    // Paths that are under the base work, and come back without it.
+    assert_eq!(
+        app.create("/y", b"in".to_vec(), CreateMode::Persistent)
+            .await
+            .unwrap(),
+        "/y"
+    );
+    root.sync("/app").await.unwrap();
+    assert_eq!(root.get("/app/y").await.unwrap().0, b"in");
+    assert_eq!(app.children("/").await.unwrap().0, vec!["y"]);
+    let results = app
+        .multi()
+        .create("/s-", vec![], CreateMode::PersistentSequential)
+        .check("/y", 0)
+        .run()
+        .await
+        .unwrap();
+    root.sync("/app").await.unwrap();
+    assert_eq!(
+        results[0],
+        OpResult::Create {
+            path: "/s-0000000001".into(),
+            stat: root
+                .exists("/app/s-0000000001")
+                .await
+                .unwrap()
+                .expect("created under /app"),
+        }
+    );
+    assert_eq!(root.children("/app").await.unwrap().0, vec!["s-0000000001", "y"]);
 }

@@ -109,7 +109,7 @@ async fn a_stopped_follower_catches_up_by_snapshot() {
     let mut cluster = Cluster::start(options).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
-    let lagging_at = cluster.status(follower).await.unwrap().last_log_index;
+    let lagging_at = cluster.status(follower).await.unwrap().last_log_zxid;
     cluster.kill(follower);
 
     let live: Vec<u64> = (1..=3).filter(|id| *id != follower).collect();
@@ -148,19 +148,19 @@ async fn a_stopped_follower_catches_up_by_snapshot() {
     );
     let leader_status = cluster.status(leader).await.unwrap();
     assert!(
-        leader_status.purged_index > lagging_at,
+        leader_status.purged_zxid > lagging_at,
         "the leader purged its log past the follower's end ({} <= {lagging_at})",
-        leader_status.purged_index
+        leader_status.purged_zxid
     );
 
     cluster.start_node(follower);
-    let target = leader_status.applied_index;
+    let target = leader_status.applied_zxid;
     cluster
         .wait_applied_everywhere(target, Duration::from_secs(60))
         .await;
     let caught_up = cluster.status(follower).await.unwrap();
     assert!(
-        caught_up.snapshot_index > lagging_at,
+        caught_up.snapshot_zxid > lagging_at,
         "the follower installed a snapshot"
     );
 

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ensemble_client::{CreateMode, ErrorCode};
+use ensemble_client::{CreateMode, ErrorCode, EventType, Op};
 use ensemble_proto::v1 as pb;
 use ensemble_proto::v1::ensemble_client::EnsembleClient;
 use ensemble_proto::ERROR_CODE_KEY;
@@ -140,7 +140,8 @@ async fn no_call_acts_for_a_session_without_its_secret() {
         .create("/victim/eph", vec![], CreateMode::Ephemeral)
         .await
         .unwrap();
-    let id = victim.session_id();
+    let owner = victim.session_id();
+    let id = owner.0;
     // An id that no session has, for comparison: its refusal must read the same.
     let unknown = id + 0x7777_0000;
     let mut attacker = raw(&cluster.endpoint(1)).await;
@@ -197,7 +198,7 @@ async fn no_call_acts_for_a_session_without_its_secret() {
     assert_eq!((data.as_slice(), stat.version), (&b"mine"[..], 0));
     assert_eq!(victim.children("/victim").await.unwrap().0, vec!["eph"]);
     let eph = victim.exists("/victim/eph").await.unwrap().expect("ephemeral");
-    assert_eq!(eph.ephemeral_owner, id);
+    assert_eq!(eph.ephemeral_owner, Some(owner));
     victim.set("/victim", b"still mine".to_vec(), 0).await.unwrap();
 
     // With the secret, a plain gRPC client (grpcurl, a script) may act for it.
@@ -222,7 +223,7 @@ async fn forged_heartbeats_do_not_keep_a_dead_session_alive() {
     let t = Duration::from_secs(2);
     let cluster = Cluster::start(ClusterOptions::default()).await;
     let mut holder = cluster.spawn_holder(&[1, 2, 3], t, "/held");
-    let id = holder.session.session_id;
+    let id = holder.session.session_id.0;
     let reader = cluster.client(T).await;
     assert!(reader.exists("/held").await.unwrap().is_some());
     let killed = holder.kill();
@@ -288,17 +289,20 @@ async fn a_multi_of_10_000_creates_is_fast_and_small_and_the_limit_is_clean() {
         })
     };
 
-    let ops: Vec<pb::Op> = (0..10_000)
-        .map(|i| pb::Op {
-            op: Some(pb::op::Op::Create(pb::CreateOp {
-                path: format!("/big/child-{i:05}"),
-                data: vec![],
-                mode: pb::CreateMode::Persistent as i32,
-            })),
+    let ops: Vec<Op> = (0..10_000)
+        .map(|i| Op::Create {
+            path: format!("/big/child-{i:05}"),
+            data: vec![],
+            mode: CreateMode::Persistent,
         })
         .collect();
     let start = Instant::now();
-    let results = c.multi(ops.clone()).await.expect("multi of 10 000 creates");
+    let results = c
+        .multi()
+        .ops(ops.clone())
+        .run()
+        .await
+        .expect("multi of 10 000 creates");
     let took = start.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (side_ops, slowest) = side.await.expect("side task");
@@ -333,14 +337,12 @@ async fn a_multi_of_10_000_creates_is_fast_and_small_and_the_limit_is_clean() {
 
     // One op over the limit: refused before anything is proposed.
     let mut too_many = ops;
-    too_many.push(pb::Op {
-        op: Some(pb::op::Op::Create(pb::CreateOp {
-            path: "/big/one-too-many".into(),
-            data: vec![],
-            mode: pb::CreateMode::Persistent as i32,
-        })),
+    too_many.push(Op::Create {
+        path: "/big/one-too-many".into(),
+        data: vec![],
+        mode: CreateMode::Persistent,
     });
-    let e = c.multi(too_many).await.unwrap_err();
+    let e = c.multi().ops(too_many).run().await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::BadArguments, "{e}");
     assert!(
         e.to_string().contains("10000"),
@@ -357,15 +359,13 @@ async fn a_hundred_thousand_children_and_a_thousand_deep_path_work() {
     let start = Instant::now();
     for batch in 0..10 {
         let ops = (0..10_000)
-            .map(|i| pb::Op {
-                op: Some(pb::op::Op::Create(pb::CreateOp {
-                    path: format!("/wide/n{batch}-{i:05}"),
-                    data: vec![],
-                    mode: pb::CreateMode::Persistent as i32,
-                })),
+            .map(|i| Op::Create {
+                path: format!("/wide/n{batch}-{i:05}"),
+                data: vec![],
+                mode: CreateMode::Persistent,
             })
-            .collect();
-        c.multi(ops).await.expect("multi");
+            .collect::<Vec<_>>();
+        c.multi().ops(ops).run().await.expect("multi");
     }
     let filled = start.elapsed();
     let start = Instant::now();
@@ -388,16 +388,14 @@ async fn a_hundred_thousand_children_and_a_thousand_deep_path_work() {
         let ops = (0..100)
             .map(|_| {
                 path.push_str("/d");
-                pb::Op {
-                    op: Some(pb::op::Op::Create(pb::CreateOp {
-                        path: path.clone(),
-                        data: vec![],
-                        mode: pb::CreateMode::Persistent as i32,
-                    })),
+                Op::Create {
+                    path: path.clone(),
+                    data: vec![],
+                    mode: CreateMode::Persistent,
                 }
             })
-            .collect();
-        c.multi(ops).await.expect("deep multi");
+            .collect::<Vec<_>>();
+        c.multi().ops(ops).run().await.expect("deep multi");
     }
     let dug = start.elapsed();
     assert_eq!(path.matches('/').count(), 1001);
@@ -408,7 +406,7 @@ async fn a_hundred_thousand_children_and_a_thousand_deep_path_work() {
     let mut seen = 0;
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(5), watch.next()).await {
         seen += 1;
-        if e.kind == pb::EventType::NodeDataChanged {
+        if e.kind == EventType::NodeDataChanged {
             assert_eq!(e.path, path);
             break;
         }
@@ -475,13 +473,7 @@ async fn requests_follow_zookeepers_rules_exactly() {
     assert_eq!(code(c.set("/a", vec![], -2).await), ErrorCode::BadVersion);
     assert_eq!(code(c.delete("/a", -2).await), ErrorCode::BadVersion);
     assert_eq!(code(c.delete("/missing", -5).await), ErrorCode::NoNode);
-    let check = pb::Op {
-        op: Some(pb::op::Op::Check(pb::CheckOp {
-            path: "/a".into(),
-            expected_version: -2,
-        })),
-    };
-    assert_eq!(code(c.multi(vec![check]).await), ErrorCode::BadVersion);
+    assert_eq!(code(c.multi().check("/a", -2).run().await), ErrorCode::BadVersion);
     assert_eq!(c.get("/a").await.unwrap().1.version, 0, "nothing changed");
 }
 

@@ -5,8 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ensemble_client::recipes::ensure_path;
 use ensemble_client::recipes::lock::Lock;
-use ensemble_client::Client;
+use ensemble_client::{Client, CreateMode};
 use ensemble_tests::{poll_until, CliProc, Cluster, ClusterOptions};
 
 fn token_of(line: &str) -> u64 {
@@ -153,4 +154,44 @@ async fn lock_gives_exclusive_access_and_growing_tokens() {
             .unwrap_or(false)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_ignores_children_that_are_not_tickets() {
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let a = cluster.client(Duration::from_secs(10)).await;
+    let b = cluster.client(Duration::from_secs(10)).await;
+    ensure_path(&a, "/locks/intl").await.unwrap();
+    // Names that are not tickets, some non-ASCII (no byte offset of them
+    // may be sliced), one ending like a ticket's sequence number.
+    for name in ["é", "日本", "日本語のロック", "n-日本-0000000000", "0000000000"] {
+        a.create(&format!("/locks/intl/{name}"), vec![], CreateMode::Persistent)
+            .await
+            .unwrap();
+    }
+    let within = Duration::from_secs(10);
+    let first = tokio::time::timeout(within, Lock::new(&a, "/locks/intl").acquire())
+        .await
+        .expect("the first contender gets the lock in time")
+        .expect("acquire");
+    let second = Lock::new(&b, "/locks/intl");
+    assert!(
+        second
+            .acquire_within(Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_none(),
+        "the lock is held"
+    );
+    let waiting = tokio::spawn(async move { second.acquire().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let first_token = first.token();
+    first.release().await.unwrap();
+    let next = tokio::time::timeout(within, waiting)
+        .await
+        .expect("the second contender gets the lock in time")
+        .unwrap()
+        .expect("acquire");
+    assert!(next.token() > first_token, "tokens grow");
+    next.release().await.unwrap();
 }

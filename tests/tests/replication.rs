@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use ensemble_client::ErrorCode;
-use ensemble_client::{Client, CreateMode, Error};
-use ensemble_proto::v1 as pb;
+use ensemble_client::{Client, CreateMode, Error, OpResult, SessionId};
 use ensemble_tests::{Cluster, ClusterOptions};
 
 const T: Duration = Duration::from_secs(5);
@@ -132,7 +131,7 @@ async fn bad_requests_get_their_code_and_change_nothing() {
 
     // An unknown session is refused as expired, for reads and writes alike.
     let ghost = ensemble_client::SessionInfo {
-        session_id: 0x7777_0000,
+        session_id: SessionId(0x7777_0000),
         secret: vec![1; 16],
         timeout: T,
     };
@@ -148,13 +147,15 @@ async fn a_failing_multi_changes_nothing() {
         .await
         .unwrap();
     let before = c.get("/m").await.unwrap();
-    let ops = vec![
-        op_create("/m/a", pb::CreateMode::Persistent),
-        op_set("/m", b"1", -1),
-        op_create("/m/b", pb::CreateMode::Ephemeral),
-        op_delete("/m/missing", -1),
-    ];
-    let e = c.multi(ops).await.unwrap_err();
+    let e = c
+        .multi()
+        .create("/m/a", vec![], CreateMode::Persistent)
+        .set("/m", b"1".to_vec(), -1)
+        .create("/m/b", vec![], CreateMode::Ephemeral)
+        .delete("/m/missing", -1)
+        .run()
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NoNode);
     match e {
         Error::Server { op_index, .. } => assert_eq!(op_index, Some(3)),
@@ -166,14 +167,20 @@ async fn a_failing_multi_changes_nothing() {
 
     // The same ops minus the failing one all apply in one zxid.
     let results = c
-        .multi(vec![
-            op_create("/m/a", pb::CreateMode::Persistent),
-            op_set("/m/a", b"x", 0),
-            op_check("/m", 0),
-        ])
+        .multi()
+        .create("/m/a", vec![], CreateMode::Persistent)
+        .set("/m/a", b"x".to_vec(), 0)
+        .check("/m", 0)
+        .run()
         .await
         .unwrap();
     assert_eq!(results.len(), 3);
+    assert!(
+        matches!(&results[0], OpResult::Create { path, .. } if path == "/m/a"),
+        "{results:?}"
+    );
+    assert!(matches!(results[1], OpResult::Set { stat } if stat.version == 1));
+    assert_eq!(results[2], OpResult::Check);
     let (data, stat) = c.get("/m/a").await.unwrap();
     assert_eq!(data, b"x");
     assert_eq!(stat.version, 1);
@@ -216,43 +223,5 @@ async fn sequential_names_and_parent_stat_follow_zookeeper() {
     assert_eq!(parent.mzxid, parent_before.mzxid);
     assert!(parent.pzxid > parent_before.pzxid);
     let eph = c.exists(&s2).await.unwrap().unwrap();
-    assert_eq!(eph.ephemeral_owner, c.session_id());
-}
-
-fn op_create(path: &str, mode: pb::CreateMode) -> pb::Op {
-    pb::Op {
-        op: Some(pb::op::Op::Create(pb::CreateOp {
-            path: path.into(),
-            data: vec![],
-            mode: mode as i32,
-        })),
-    }
-}
-
-fn op_set(path: &str, data: &[u8], version: i32) -> pb::Op {
-    pb::Op {
-        op: Some(pb::op::Op::Set(pb::SetOp {
-            path: path.into(),
-            data: data.to_vec(),
-            expected_version: version,
-        })),
-    }
-}
-
-fn op_delete(path: &str, version: i32) -> pb::Op {
-    pb::Op {
-        op: Some(pb::op::Op::Delete(pb::DeleteOp {
-            path: path.into(),
-            expected_version: version,
-        })),
-    }
-}
-
-fn op_check(path: &str, version: i32) -> pb::Op {
-    pb::Op {
-        op: Some(pb::op::Op::Check(pb::CheckOp {
-            path: path.into(),
-            expected_version: version,
-        })),
-    }
+    assert_eq!(eph.ephemeral_owner, Some(c.session_id()));
 }

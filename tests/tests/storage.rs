@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ensemble_client::{Client, CreateMode};
+use ensemble_client::{Client, CreateMode, Zxid};
 use ensemble_tests::fault::workload::converged;
 use ensemble_tests::{Cluster, ClusterOptions};
 
@@ -66,13 +66,13 @@ async fn a_follower(cluster: &Cluster) -> (u64, Vec<u64>) {
 
 /// Waits until node `id` is ready and has applied `zxid`; every node then
 /// holds the same state.
-async fn caught_up(cluster: &Cluster, id: u64, zxid: u64, within: Duration) -> Duration {
+async fn caught_up(cluster: &Cluster, id: u64, zxid: Zxid, within: Duration) -> Duration {
     let start = Instant::now();
     ensemble_tests::poll_until(within, &format!("node {id} caught up"), || async {
         cluster
             .status(id)
             .await
-            .is_some_and(|s| s.ready && s.applied_index >= zxid)
+            .is_some_and(|s| s.ready && s.applied_zxid >= zxid)
     })
     .await;
     let problems = converged(&cluster.endpoints()).await;

@@ -2,10 +2,10 @@
 //! candidate watches only its predecessor, and the leader gets a fencing
 //! token (see [`crate::recipes`]).
 
-use ensemble_proto::v1::ErrorCode;
-
-use crate::client::{Client, OneShotWatch};
+use crate::client::Client;
 use crate::error::Result;
+use crate::types::ErrorCode;
+use crate::watch::OneShotWatch;
 
 use super::{sequence, Ticket};
 

@@ -27,10 +27,9 @@
 pub mod election;
 pub mod lock;
 
-use ensemble_proto::v1::{CreateMode, ErrorCode};
-
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::types::{CreateMode, ErrorCode};
 
 /// Creates `path` and its missing parents as persistent znodes.
 pub async fn ensure_path(client: &Client, path: &str) -> Result<()> {
@@ -47,9 +46,20 @@ pub async fn ensure_path(client: &Client, path: &str) -> Result<()> {
     Ok(())
 }
 
-/// The sequence number of a queue entry's name (its last 10 digits).
+/// The sequence number of a ticket's name (`n-<16 hex digits>-<10 digits>`,
+/// as [`Ticket::join`] makes it); `None` for any other name. Anyone may
+/// create a znode under a lock directory, so a name is parsed, never sliced
+/// at a byte offset (a non-ASCII name must not panic every waiter), and a
+/// name that merely ends in digits takes no place in line.
 fn sequence(name: &str) -> Option<u64> {
-    name.len().checked_sub(10).and_then(|i| name[i..].parse().ok())
+    let (tag, number) = name.strip_prefix("n-")?.split_once('-')?;
+    let hex = tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit());
+    let digits = number.len() == 10 && number.bytes().all(|b| b.is_ascii_digit());
+    if hex && digits {
+        number.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// A place in a queue of contenders under `dir`.
@@ -167,7 +177,7 @@ impl Ticket {
             if pos == 0 {
                 // Every reply so far came from state at or before this zxid,
                 // which is past the previous holder's release.
-                return Ok(client.last_zxid());
+                return Ok(client.last_zxid().0);
             }
             let predecessor = format!("{}/{}", self.dir, children[pos - 1]);
             let (stat, watch) = client.exists_watch(&predecessor).await?;
@@ -214,8 +224,25 @@ mod tests {
     }
 
     #[test]
-    fn sequence_is_the_last_ten_digits() {
-        assert_eq!(super::sequence("n-0000000042"), Some(42));
+    fn sequence_is_the_tickets_ten_digits() {
+        assert_eq!(super::sequence("n-00000000000000ab-0000000042"), Some(42));
         assert_eq!(super::sequence("short"), None);
+    }
+
+    #[test]
+    fn names_that_are_not_tickets_have_no_sequence() {
+        for name in [
+            "é",
+            "日本",
+            "日本語のロック",
+            "n-日本-0000000000",
+            "n-00000000000000ab-000000004é",
+            "n-0000000000000éab-0000000042",
+            "0000000000",
+            "x-0000000042",
+            "n-00000000000000ab-00000000042",
+        ] {
+            assert_eq!(super::sequence(name), None, "{name}");
+        }
     }
 }

@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let client = Client::connect(&endpoints, options).await?;
     let mut events = client.state_events();
-    info!(session = %format!("0x{:x}", client.session_id()), endpoint = client.current_endpoint(), "connected");
+    info!(session = %client.session_id(), endpoint = client.current_endpoint(), "connected");
     client
         .create(path, b"held".to_vec(), CreateMode::Ephemeral)
         .await?;
@@ -46,7 +46,13 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    println!("READY {} {} {}", client.session_id(), secret, client.last_zxid());
+    // Decimal numbers: the harness and the fault workload parse them.
+    println!(
+        "READY {} {} {}",
+        client.session_id().0,
+        secret,
+        client.last_zxid().0
+    );
     std::io::stdout().flush()?;
     loop {
         let event = events.recv().await;

@@ -494,13 +494,13 @@ pub async fn run(cfg: Config) -> Result<Report, Error> {
 /// until all nodes report one applied index, then compares their digests.
 /// Returns the problems found (none: converged).
 pub async fn converged(endpoints: &[String]) -> Vec<String> {
-    use ensemble_client::client::node_status_with;
+    use ensemble_client::node_status_with;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut seen = Vec::new();
         for ep in endpoints {
             if let Ok(s) = node_status_with(ep, Duration::from_secs(5), true).await {
-                seen.push((ep.clone(), s.applied_index, s.digest));
+                seen.push((ep.clone(), s.applied_zxid, s.digest));
             }
         }
         if seen.len() == endpoints.len() && seen.iter().all(|s| s.1 == seen[0].1) {

@@ -2,20 +2,17 @@
 //! re-register after moving to another node. The matching rules are the
 //! server's (`server/src/api/watches.rs`): the server sends one event per
 //! change, and the client hands it to every local watch it satisfies.
+//! Watches are keyed by full paths (base path included), as the server
+//! names them; the application gets the event under its base path.
 
 use std::collections::HashMap;
 
 use ensemble_proto::v1 as pb;
+use ensemble_proto::Zxid;
 use tokio::sync::{mpsc, oneshot};
 
-/// A watch event as the application sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchEvent {
-    pub kind: pb::EventType,
-    pub path: String,
-    /// The zxid of the change (for RESYNC: the node's applied zxid).
-    pub zxid: u64,
-}
+use crate::chroot::Chroot;
+use crate::types::{EventType, WatchEvent};
 
 /// The kinds of one-shot watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,14 +25,15 @@ pub(crate) enum OneShot {
     Child,
 }
 
+/// Every local watch, by full path.
 #[derive(Default)]
 pub(crate) struct Registry {
     one_shot: HashMap<(String, OneShot), Vec<oneshot::Sender<WatchEvent>>>,
     persistent: HashMap<(String, bool), Vec<mpsc::UnboundedSender<WatchEvent>>>,
 }
 
-fn fires_one_shot(kind: OneShot, ev: pb::EventType) -> bool {
-    use pb::EventType as E;
+fn fires_one_shot(kind: OneShot, ev: EventType) -> bool {
+    use EventType as E;
     match kind {
         OneShot::Data | OneShot::Exist => matches!(ev, E::NodeCreated | E::NodeDeleted | E::NodeDataChanged),
         OneShot::Child => matches!(ev, E::NodeChildrenChanged | E::NodeDeleted),
@@ -92,12 +90,17 @@ impl Registry {
         self.persistent.remove(&(path.to_string(), recursive)).is_some()
     }
 
-    /// Hands an event to every local watch it satisfies.
-    pub fn dispatch(&mut self, ev: &WatchEvent) {
-        if ev.kind == pb::EventType::Resync {
+    /// Hands an event (on a full path) to every local watch it satisfies,
+    /// with its path under the base path.
+    pub fn dispatch(&mut self, ev: &WatchEvent, chroot: &Chroot) {
+        let delivered = WatchEvent {
+            path: chroot.strip(ev.path.clone()),
+            ..ev.clone()
+        };
+        if ev.kind == EventType::Resync {
             for ((p, _), senders) in self.persistent.iter() {
                 if *p == ev.path {
-                    senders.iter().for_each(|s| drop(s.send(ev.clone())));
+                    senders.iter().for_each(|s| drop(s.send(delivered.clone())));
                 }
             }
             return;
@@ -106,31 +109,31 @@ impl Registry {
             if fires_one_shot(kind, ev.kind) {
                 if let Some(waiters) = self.one_shot.remove(&(ev.path.clone(), kind)) {
                     for w in waiters {
-                        let _ = w.send(ev.clone());
+                        let _ = w.send(delivered.clone());
                     }
                 }
             }
         }
         for ((p, recursive), senders) in self.persistent.iter() {
             let hit = if *recursive {
-                ev.kind != pb::EventType::NodeChildrenChanged && is_under(&ev.path, p)
+                ev.kind != EventType::NodeChildrenChanged && is_under(&ev.path, p)
             } else {
                 *p == ev.path
             };
             if hit {
-                senders.iter().for_each(|s| drop(s.send(ev.clone())));
+                senders.iter().for_each(|s| drop(s.send(delivered.clone())));
             }
         }
     }
 
     /// What to re-register on a new node.
-    pub fn set_watches(&mut self, last_zxid: u64) -> Option<pb::SetWatchesRequest> {
+    pub fn set_watches(&mut self, last_zxid: Zxid) -> Option<pb::SetWatchesRequest> {
         self.prune();
         if self.one_shot.is_empty() && self.persistent.is_empty() {
             return None;
         }
         let mut req = pb::SetWatchesRequest {
-            last_zxid,
+            last_zxid: last_zxid.0,
             ..Default::default()
         };
         for (path, kind) in self.one_shot.keys() {
@@ -155,36 +158,48 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn ev(kind: pb::EventType, path: &str) -> WatchEvent {
+    fn ev(kind: EventType, path: &str) -> WatchEvent {
         WatchEvent {
             kind,
             path: path.into(),
-            zxid: 1,
+            zxid: Zxid(1),
         }
     }
 
     #[test]
     fn events_reach_the_watches_they_satisfy() {
+        let none = Chroot::default();
         let mut r = Registry::default();
         let mut data = r.add_one_shot("/a", OneShot::Data);
         let mut child = r.add_one_shot("/a", OneShot::Child);
         let mut rec = r.add_persistent("/", true);
         let mut exact = r.add_persistent("/a/b", false);
-        r.dispatch(&ev(pb::EventType::NodeChildrenChanged, "/a"));
+        r.dispatch(&ev(EventType::NodeChildrenChanged, "/a"), &none);
         assert!(data.try_recv().is_err());
-        assert_eq!(child.try_recv().unwrap().kind, pb::EventType::NodeChildrenChanged);
+        assert_eq!(child.try_recv().unwrap().kind, EventType::NodeChildrenChanged);
         assert!(rec.try_recv().is_err(), "recursive watches skip children events");
-        r.dispatch(&ev(pb::EventType::NodeCreated, "/a/b"));
+        r.dispatch(&ev(EventType::NodeCreated, "/a/b"), &none);
         assert_eq!(rec.try_recv().unwrap().path, "/a/b");
-        assert_eq!(exact.try_recv().unwrap().kind, pb::EventType::NodeCreated);
-        r.dispatch(&ev(pb::EventType::NodeDataChanged, "/a"));
-        assert_eq!(data.try_recv().unwrap().kind, pb::EventType::NodeDataChanged);
-        let set = r.set_watches(9).unwrap();
+        assert_eq!(exact.try_recv().unwrap().kind, EventType::NodeCreated);
+        r.dispatch(&ev(EventType::NodeDataChanged, "/a"), &none);
+        assert_eq!(data.try_recv().unwrap().kind, EventType::NodeDataChanged);
+        let set = r.set_watches(Zxid(9)).unwrap();
         assert!(
             set.data.is_empty() && set.children.is_empty(),
             "one-shots are used up"
         );
         assert_eq!(set.persistent_recursive, vec!["/"]);
+    }
+
+    #[test]
+    fn events_reach_the_application_under_its_base_path() {
+        let app = Chroot::new("/app").unwrap();
+        let mut r = Registry::default();
+        let mut data = r.add_one_shot("/app/a", OneShot::Data);
+        let mut tree = r.add_persistent("/app", true);
+        r.dispatch(&ev(EventType::NodeDataChanged, "/app/a"), &app);
+        assert_eq!(data.try_recv().unwrap().path, "/a");
+        assert_eq!(tree.try_recv().unwrap().path, "/a");
     }
 
     #[test]

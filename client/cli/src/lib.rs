@@ -1,0 +1,95 @@
+//! # ensemble-cli
+//!
+//! The `ensemble` command-line tool: one command per run, `shell` for an
+//! interactive prompt that keeps one session open, `watch` to stream watch
+//! events, `elect` / `lock` demos of the recipes and `cluster status`. A
+//! crate of its own, so applications that link `ensemble-client` do not
+//! compile clap, anyhow or shlex.
+//!
+//! - `args`: the command-line and shell grammar.
+//! - `ops`: the znode commands and `watch`.
+//! - `shell`: the interactive prompt.
+//! - `demos`: `elect` and `lock`.
+//! - `cluster`: `cluster status`.
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod args;
+mod cluster;
+mod demos;
+mod ops;
+mod shell;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ensemble_client::{Client, Options};
+
+use args::{endpoints, Cli, ClusterCommand, Command};
+use cluster::cluster_status;
+use demos::{elect, lock};
+use ops::{run_op, watch};
+use shell::shell;
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let list = endpoints(&cli.endpoints);
+    if list.is_empty() {
+        anyhow::bail!("--endpoints is empty");
+    }
+    let options = Options {
+        session_timeout: Duration::from_millis(cli.session_timeout),
+        ..Options::default()
+    };
+    if let Command::Cluster {
+        what: ClusterCommand::Status,
+    } = cli.command
+    {
+        return cluster_status(&list).await;
+    }
+    let client = Client::connect(&list, options).await?;
+    let result = match cli.command {
+        Command::Shell => return shell(client).await,
+        Command::Op(op) => run_op(&client, op, &mut std::io::stdout()).await,
+        Command::Watch {
+            path,
+            recursive,
+            count,
+        } => watch(&client, &path, recursive, count).await,
+        Command::Elect { name, value } => elect(&client, &name, value).await,
+        Command::Lock { name, hold_ms } => lock(&client, &name, hold_ms).await,
+        Command::Cluster { .. } => Ok(()),
+    };
+    let _ = client.close().await;
+    result
+}
+
+/// Runs the CLI with these arguments (the first is the program name).
+/// Exit codes: 0 on success, 1 when the command failed, 2 for bad usage.
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: can not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
