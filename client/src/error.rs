@@ -59,7 +59,7 @@ impl Error {
             .metadata()
             .get(ERROR_CODE_KEY)
             .and_then(|v| v.to_str().ok())
-            .and_then(convert::error_code_named);
+            .and_then(ErrorCode::from_name);
         match code {
             Some(code) => Error::Server {
                 code,

@@ -63,68 +63,8 @@ impl CreateMode {
     }
 }
 
-/// Why a call failed, named as ZooKeeper names it, so code written against
-/// ZooKeeper's error handling reads the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// No error.
-    Ok,
-    /// The znode (or, for create, its parent) does not exist.
-    NoNode,
-    /// A create found the path taken.
-    NodeExists,
-    /// The expected version did not match the znode's version.
-    BadVersion,
-    /// A delete found children under the znode.
-    NotEmpty,
-    /// A create tried to put a child under an ephemeral znode.
-    NoChildrenForEphemerals,
-    /// The request is malformed; nothing was applied.
-    BadArguments,
-    /// The session is gone for good (expired, closed or never proven).
-    SessionExpired,
-    /// No node answered in time; a write's outcome is unknown.
-    ConnectionLoss,
-    /// The request did not finish in time; a write's outcome is unknown.
-    OperationTimeout,
-    /// An op of a failed multi that was not itself the cause.
-    RuntimeInconsistency,
-    /// Something inside the node failed (storage, consensus).
-    SystemError,
-    /// Credentials were rejected.
-    AuthFailed,
-    /// The session lacks the permission.
-    NoAuth,
-}
-
-impl ErrorCode {
-    /// ZooKeeper's name of the code (`NO_NODE`, …), as messages start with it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Ok => "OK",
-            ErrorCode::NoNode => "NO_NODE",
-            ErrorCode::NodeExists => "NODE_EXISTS",
-            ErrorCode::BadVersion => "BAD_VERSION",
-            ErrorCode::NotEmpty => "NOT_EMPTY",
-            ErrorCode::NoChildrenForEphemerals => "NO_CHILDREN_FOR_EPHEMERALS",
-            ErrorCode::BadArguments => "BAD_ARGUMENTS",
-            ErrorCode::SessionExpired => "SESSION_EXPIRED",
-            ErrorCode::ConnectionLoss => "CONNECTION_LOSS",
-            ErrorCode::OperationTimeout => "OPERATION_TIMEOUT",
-            ErrorCode::RuntimeInconsistency => "RUNTIME_INCONSISTENCY",
-            ErrorCode::SystemError => "SYSTEM_ERROR",
-            ErrorCode::AuthFailed => "AUTH_FAILED",
-            ErrorCode::NoAuth => "NO_AUTH",
-        }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Why a call failed, named as ZooKeeper names it (shared with the server).
+pub use ensemble_proto::ErrorCode;
 
 /// What changed, in a watch event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

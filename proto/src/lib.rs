@@ -1,10 +1,11 @@
 //! Ensemble's shared vocabulary: the wire types of the client API
 //! (`ensemble.v1`) and of the node-to-node API (`ensemble.peer.v1`),
 //! generated from `proto/*.proto` by tonic, and what the server and the
-//! client must agree on beyond the wire: [`ids`] (session ids and zxids)
-//! and [`path`] (ZooKeeper's path rules). See `docs/glossary.md`.
+//! client must agree on beyond the wire: [`ids`] (session ids and zxids),
+//! [`path`] (ZooKeeper's path rules) and [`code`] (error codes). See `docs/glossary.md`.
 #![deny(missing_docs)]
 
+pub mod code;
 pub mod ids;
 pub mod path;
 
@@ -21,6 +22,7 @@ pub mod peer {
     tonic::include_proto!("ensemble.peer.v1");
 }
 
+pub use code::ErrorCode;
 pub use ids::{SessionId, Zxid};
 
 /// The metadata key whose value names the [`v1::ErrorCode`] of a failed call.

@@ -23,13 +23,10 @@ fn grpc_code(code: ErrorCode) -> Code {
         ErrorCode::ConnectionLoss => Code::Unavailable,
         ErrorCode::OperationTimeout => Code::DeadlineExceeded,
         ErrorCode::RuntimeInconsistency => Code::Aborted,
-        ErrorCode::SystemError => Code::Internal,
+        ErrorCode::AuthFailed => Code::Unauthenticated,
+        ErrorCode::NoAuth => Code::PermissionDenied,
+        _ => Code::Internal,
     }
-}
-
-/// The wire enum of an error code (same names).
-pub fn proto_code(code: ErrorCode) -> pb::ErrorCode {
-    pb::ErrorCode::from_str_name(code.name()).unwrap_or(pb::ErrorCode::SystemError)
 }
 
 /// The status a unary call answers with.
@@ -49,7 +46,7 @@ pub fn status(r: Refusal) -> Status {
 /// The reply on the session stream.
 pub fn stream_reply(r: Refusal) -> Resp {
     Resp::Error(pb::ErrorReply {
-        code: proto_code(r.code) as i32,
+        code: pb::ErrorCode::from(r.code) as i32,
         message: r.to_string(),
         op_index: r.op_index.map(|i| i as i32).unwrap_or(-1),
         not_applied: r.not_applied,
