@@ -65,10 +65,13 @@ pub struct Args {
     /// Where to serve peers (default: this member's entry in --peers).
     #[arg(long, value_name = "HOST:PORT", env = "ENSEMBLE_PEER_ADDR")]
     pub peer_addr: Option<String>,
-    /// Raft heartbeat interval, leader to followers [default: 100].
+    /// Raft heartbeat interval, leader to followers; also how long one
+    /// AppendEntries call may take [default: 50].
     #[arg(long, value_name = "MS", env = "ENSEMBLE_RAFT_HEARTBEAT_MS")]
     pub raft_heartbeat_ms: Option<u64>,
-    /// Lower bound of the randomized election timeout; the upper is twice it [default: 500].
+    /// Lower bound of the randomized election timeout; the upper is twice it,
+    /// and is also the leader's lease: how long after hearing from a leader
+    /// a member refuses to vote for another [default: 150].
     #[arg(long, value_name = "MS", env = "ENSEMBLE_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
     /// Liveness tick: touch reports, heartbeat coalescing and expiry checks [default: 100].
@@ -287,8 +290,8 @@ impl Config {
         check_addr("--client-addr", &client_addr)?;
         check_addr("--peer-addr", &peer_addr)?;
         let data_dir = args.data_dir.ok_or_else(|| bad("--data-dir is required"))?;
-        let raft_heartbeat = ms("raft_heartbeat_ms", args.raft_heartbeat_ms, 100)?;
-        let election = ms("election_timeout_ms", args.election_timeout_ms, 500)?;
+        let raft_heartbeat = ms("raft_heartbeat_ms", args.raft_heartbeat_ms, 50)?;
+        let election = ms("election_timeout_ms", args.election_timeout_ms, 150)?;
         if election <= raft_heartbeat * 2 {
             return Err(bad(format!(
                 "election_timeout_ms ({}) must exceed twice raft_heartbeat_ms ({})",

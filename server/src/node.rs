@@ -106,6 +106,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let contact = Arc::new(Contact::new(config.id, config.raft_heartbeat));
     let peers = Peers::new(contact.clone());
     let committed = log_store.committed_index();
+    let appended = log_store.appended();
     let network = Network {
         peers: peers.clone(),
         retry: config.raft_heartbeat,
@@ -113,7 +114,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let raft = Raft::new(config.id, raft_config, network, log_store, sm)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-    let proposer = Proposer::start(raft.clone(), config.max_batch);
+    let proposer = Proposer::start(raft.clone(), config.max_batch, appended);
     let forwarder = Arc::new(Forwarder::new(peers.clone(), raft.clone()));
     let router = Router::new(
         config.id,
@@ -121,6 +122,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         proposer.clone(),
         replica.clone(),
         forwarder,
+    );
+    consensus::failover::start(
+        config.id,
+        raft.clone(),
+        contact.clone(),
+        config.election_timeout_max,
+        config.raft_heartbeat,
     );
     let consensus = Consensus {
         id: config.id,
@@ -139,6 +147,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         marks: Arc::new(marks),
         reports: reports_tx,
     };
+    crate::peer::leader_watch::start(peers.clone(), consensus.clone());
     let reporter = Arc::new(Reporting::new(
         peers,
         consensus.clone(),

@@ -230,7 +230,8 @@ impl SessionCall for pb::SyncRequest {
     async fn call(self, svc: &ClientService, _: Option<StreamId>) -> Result<Self::Reply, Refusal> {
         convert::check_path(&self.path, false)?;
         svc.admit(self.header.as_ref()).await?;
-        let (zxid, _) = svc.consensus.router.submit(Command::Sync).await?;
+        // A read index round, not a log entry: sync costs no write.
+        let zxid = svc.consensus.router.catch_up().await?;
         Ok(pb::SyncResponse {
             path: self.path,
             zxid: zxid.0,

@@ -4,7 +4,7 @@
 //! once: what it would acknowledge it could not pass to the leader, and
 //! every second it keeps a client eats into that session's deadline.
 //!
-//! "MergedEvidence" counts when a call or an answer arrives, not when the call was
+//! Contact counts when a call or an answer arrives, not when the call was
 //! sent: a peer busy flushing a big append is slow, not gone. The peer
 //! network (`crate::peer`) reports arrivals here.
 
@@ -30,6 +30,8 @@ pub struct Contact {
     answered: Mutex<HashMap<NodeId, Instant>>,
     /// Whether this member last found itself cut off (to log changes once).
     cut_off: AtomicBool,
+    /// Signalled when the peer layer sees the leader's process gone.
+    leader_gone: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -45,7 +47,24 @@ impl Contact {
             leader: Mutex::new(None),
             answered: Mutex::new(HashMap::new()),
             cut_off: AtomicBool::new(true),
+            leader_gone: tokio::sync::Notify::new(),
         }
+    }
+
+    /// When a call from the current leader last arrived.
+    pub fn leader_last_called(&self) -> Option<Instant> {
+        *lock(&self.leader)
+    }
+
+    /// The leader's process is gone: its connection to this member broke,
+    /// or it refuses connections (see `consensus::failover`).
+    pub fn leader_gone(&self) {
+        self.leader_gone.notify_one();
+    }
+
+    /// Waits until the peer layer reports the leader gone.
+    pub async fn wait_leader_gone(&self) {
+        self.leader_gone.notified().await
     }
 
     /// A call from the current leader arrived.

@@ -35,6 +35,9 @@ pub struct LogStore {
     committed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// How far the log and vote reached, outside sled.
     mark: std::sync::Arc<LogMark>,
+    /// Counts appends whose flush finished: the proposer's cue that the
+    /// leader's Raft task is free to take the next entry.
+    appended: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 fn encode<T: Serialize>(v: &T, subject: ErrorSubject<NodeId>) -> Result<Vec<u8>, StorageError> {
@@ -56,6 +59,7 @@ impl LogStore {
             meta,
             committed: Default::default(),
             mark,
+            appended: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
@@ -87,6 +91,11 @@ impl LogStore {
             Ok(None) => self.read_meta(LAST_PURGED, ErrorSubject::Store),
             Err(e) => Err(io_error(ErrorSubject::Logs, ErrorVerb::Read, e)),
         }
+    }
+
+    /// Follows the number of appends flushed so far.
+    pub fn appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
     }
 
     /// The newest commit index known (shared with every clone).
@@ -280,6 +289,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Err(e) => Err(std::io::Error::other(e.to_string())),
         };
         callback.log_io_completed(flushed);
+        self.appended.send_modify(|n| *n += 1);
         Ok(())
     }
 

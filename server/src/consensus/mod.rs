@@ -6,20 +6,26 @@
 //! - [`state_machine`]: openraft's state machine over [`crate::state`]; the
 //!   applied state shared with readers ([`Replica`]); snapshots
 //!   ([`snapshot_file`]).
-//! - [`proposer`]: group commit on the leader (where commands become entries).
+//! - [`proposer`]: group commit on the leader (where commands become entries);
+//!   [`batch`]: the gathering rule it shares with forwarding and read index.
 //! - [`router`]: a member's way to the leader: propose locally or forward
-//!   (where a write is forwarded), then wait until this member applied it.
-//! - [`contact`]: whether this member is in touch with a majority.
+//!   (where a write is forwarded), then wait until this member applied it;
+//!   [`read_index`]: linearizable reads without a log entry.
+//! - [`contact`]: whether this member is in touch with a majority;
+//!   [`failover`]: an election called as soon as the leader is seen gone.
 //! - [`fail_stop`]: how a part that can not go on stops the member.
 //!
 //! The peer network that carries Raft and forwarded writes is above, in
 //! `crate::peer`; this layer reaches it through [`router::Forward`].
 
+pub mod batch;
 pub mod contact;
 pub mod fail_stop;
+pub mod failover;
 pub mod log_mark;
 pub mod log_store;
 pub mod proposer;
+pub mod read_index;
 pub mod router;
 pub mod snapshot_file;
 pub mod state_machine;

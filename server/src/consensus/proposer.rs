@@ -1,15 +1,22 @@
 //! Group commit on the leader: commands that arrive close together become one
-//! log entry. openraft waits for each append's flush, so batching here is
-//! what lets throughput exceed one fsync per write.
+//! log entry.
+//!
+//! openraft 0.9's Raft task appends and flushes each entry it is handed
+//! before it looks at the next one, so an entry per command means a flush
+//! per command, one after another. The proposer therefore hands the Raft
+//! task one entry at a time and waits until the log store has flushed it
+//! (or a bound passes): whatever arrives meanwhile goes into the next entry
+//! and shares its flush.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::ClientWriteError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
 use ensemble_proto::Zxid;
 
+use super::batch::{Gather, Weigh};
 use super::{Raft, TypeConfig};
 use crate::state::machine::MAX_BATCH;
 use crate::state::{Batch, Command, NodeId, Outcome, PeerNode};
@@ -43,10 +50,11 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// Starts the batching loop for `raft`; `max_batch` caps commands per entry.
-    pub fn start(raft: Raft, max_batch: usize) -> Self {
+    /// Starts the batching loop for `raft`; `max_batch` caps commands per
+    /// entry; `appended` counts the log store's flushed appends.
+    pub fn start(raft: Raft, max_batch: usize, appended: watch::Receiver<u64>) -> Self {
         let (tx, rx) = mpsc::channel(64 * 1024);
-        tokio::spawn(run(raft, rx, max_batch.clamp(1, MAX_BATCH)));
+        tokio::spawn(run(raft, rx, max_batch.clamp(1, MAX_BATCH), appended));
         Proposer { tx }
     }
 
@@ -86,39 +94,21 @@ fn now_ms() -> i64 {
 /// size): entries stay small enough to replicate within a Raft heartbeat.
 const MAX_BATCH_BYTES: usize = super::log_store::MAX_APPEND_BYTES;
 
-/// The next batch: whatever is queued, up to `max_batch` commands and
-/// [`MAX_BATCH_BYTES`]; a command that would overflow it waits in `carry`.
-async fn next_batch(
-    rx: &mut mpsc::Receiver<Pending>,
-    carry: &mut Option<Pending>,
-    max_batch: usize,
-) -> Vec<Pending> {
-    let first = match carry.take() {
-        Some(p) => p,
-        None => match rx.recv().await {
-            Some(p) => p,
-            None => return Vec::new(),
-        },
-    };
-    let mut bytes = first.command.approx_bytes();
-    let mut batch = vec![first];
-    while batch.len() < max_batch {
-        let Ok(next) = rx.try_recv() else { break };
-        let size = next.command.approx_bytes();
-        if bytes + size > MAX_BATCH_BYTES {
-            *carry = Some(next);
-            break;
-        }
-        bytes += size;
-        batch.push(next);
+impl Weigh for Pending {
+    fn bytes(&self) -> usize {
+        self.command.approx_bytes()
     }
-    batch
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
-    let mut carry = None;
+/// The longest the proposer waits for an entry's flush before handing over
+/// the next one anyway (this node lost leadership and appends nothing, or
+/// the disk is slow: then entries queue in the Raft task as before).
+const FLUSH_WAIT: Duration = Duration::from_millis(20);
+
+async fn run(raft: Raft, rx: mpsc::Receiver<Pending>, max_batch: usize, mut appended: watch::Receiver<u64>) {
+    let mut queue = Gather::new(rx, max_batch, MAX_BATCH_BYTES);
     loop {
-        let pending = next_batch(&mut rx, &mut carry, max_batch).await;
+        let pending = queue.next().await;
         if pending.is_empty() {
             return;
         }
@@ -128,8 +118,9 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
             commands,
         };
         let size = replies.len();
-        // `client_write_ff` returns once the entry is queued in order, so the
-        // next batch can be formed while this one replicates.
+        appended.mark_unchanged();
+        // `client_write_ff` returns once the entry is queued in order; the
+        // entry then replicates while the next batch forms.
         match raft.client_write_ff(batch).await {
             Ok(result_rx) => {
                 tokio::spawn(async move {
@@ -142,8 +133,12 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
                 for r in replies {
                     let _ = r.send(Err(ProposeError::Unknown(format!("raft stopped: {fatal}"))));
                 }
+                continue;
             }
         }
+        // A flush that finishes now is this entry's or the one before it:
+        // either way at most one more entry waits in the Raft task.
+        let _ = tokio::time::timeout(FLUSH_WAIT, appended.changed()).await;
     }
 }
 

@@ -3,8 +3,11 @@
 //! in one file:
 //!
 //! - [`raft`]: openraft's AppendEntries, Vote and InstallSnapshot.
-//! - [`forward`]: a follower hands a client's command to the leader.
+//! - [`forward`]: a follower hands clients' commands to the leader, and asks
+//!   it for read indexes.
 //! - [`touch`]: a follower reports its clients' touches to the leader.
+//! - [`leader_watch`]: a follower's idle stream to the leader, which breaks
+//!   when the leader's process dies.
 //! - [`evidence`]: a new leader's report round.
 //!
 //! [`PeerService`] is the gRPC service that dispatches incoming calls;
@@ -15,6 +18,7 @@
 
 pub mod evidence;
 pub mod forward;
+pub mod leader_watch;
 pub mod raft;
 pub mod touch;
 
@@ -176,6 +180,19 @@ impl Peer for PeerService {
     async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let commands = decode(request.get_ref()).map_err(bad_payload)?;
         reply(&forward::serve(&self.consensus, commands).await)
+    }
+
+    async fn read_index(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        reply(&forward::serve_read_index(&self.consensus).await)
+    }
+
+    type WatchLeaderStream = leader_watch::Idle;
+
+    async fn watch_leader(
+        &self,
+        _request: Request<Payload>,
+    ) -> Result<Response<Self::WatchLeaderStream>, Status> {
+        Ok(Response::new(leader_watch::serve()))
     }
 
     async fn touch(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {

@@ -59,7 +59,9 @@ pub enum Command {
         /// Reports which op failed, and rolls back the ones before it.
         multi: bool,
     },
-    /// Changes nothing; a follower that has applied it has caught up with the leader.
+    /// Changes nothing. `sync` once proposed it; it now uses a read index
+    /// (`consensus::read_index`), and the variant stays so that logs written
+    /// before still apply.
     Sync,
 }
 
