@@ -11,6 +11,7 @@
 //!   (where a write is forwarded), then wait until this member applied it.
 //! - [`contact`]: whether this member is in touch with a majority.
 //! - [`fail_stop`]: how a part that can not go on stops the member.
+//! - [`observe`]: what this layer tells `crate::metrics`.
 //!
 //! The peer network that carries Raft and forwarded writes is above, in
 //! `crate::peer`; this layer reaches it through [`router::Forward`].
@@ -19,6 +20,7 @@ pub mod contact;
 pub mod fail_stop;
 pub mod log_mark;
 pub mod log_store;
+pub mod observe;
 pub mod proposer;
 pub mod router;
 pub mod snapshot_file;

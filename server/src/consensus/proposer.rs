@@ -60,7 +60,7 @@ impl Proposer {
     pub fn enqueue(&self, command: Command) -> impl std::future::Future<Output = Proposed> {
         let (reply, rx) = oneshot::channel();
         let queued = self.tx.try_send(Pending { command, reply });
-        async move {
+        crate::metrics::commit_timed(async move {
             if let Err(e) = queued {
                 return Err(match e {
                     mpsc::error::TrySendError::Full(_) => ProposeError::Busy,
@@ -71,7 +71,7 @@ impl Proposer {
             }
             rx.await
                 .unwrap_or_else(|_| Err(ProposeError::Unknown("the node is shutting down".into())))
-        }
+        })
     }
 }
 
@@ -128,6 +128,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
             commands,
         };
         let size = replies.len();
+        crate::metrics::proposed(size);
         // `client_write_ff` returns once the entry is queued in order, so the
         // next batch can be formed while this one replicates.
         match raft.client_write_ff(batch).await {

@@ -27,6 +27,7 @@ impl Forwarder {
 #[tonic::async_trait]
 impl Forward for Forwarder {
     async fn forward(&self, leader: NodeId, node: PeerNode, command: Command) -> Proposed {
+        crate::metrics::forwarded();
         let mut client = self
             .peers
             .client(leader, &node.peer_addr)
