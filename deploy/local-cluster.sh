@@ -8,6 +8,7 @@
 #   deploy/local-cluster.sh start-node N   start node N again with its data
 #
 # Clients: 127.0.0.1:2181, :2182, :2183. Peers: 127.0.0.1:2881..2883.
+# Metrics (GET /metrics): 127.0.0.1:7001..7003.
 # Data and logs: $ENSEMBLE_CLUSTER_DIR (default: .cluster in the repository).
 # ENSEMBLE_BIN_DIR picks another build (default: target/release).
 set -euo pipefail
@@ -19,6 +20,7 @@ nodes=(1 2 3)
 peers="1=127.0.0.1:2881/127.0.0.1:2181,2=127.0.0.1:2882/127.0.0.1:2182,3=127.0.0.1:2883/127.0.0.1:2183"
 
 client_addr() { echo "127.0.0.1:$((2180 + $1))"; }
+metrics_addr() { echo "127.0.0.1:$((7000 + $1))"; }
 pid_of() { [ -f "$dir/node$1.pid" ] && cat "$dir/node$1.pid" || true; }
 alive() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 
@@ -38,14 +40,14 @@ start_node() {
   if alive "$n"; then echo "node $n already running (pid $(pid_of "$n"))"; return; fi
   mkdir -p "$dir/node$n"
   "$bin/ensemble-server" --id "$n" --peers "$peers" --data-dir "$dir/node$n" \
-    >>"$dir/node$n.log" 2>&1 &
+    --metrics-addr "$(metrics_addr "$n")" >>"$dir/node$n.log" 2>&1 &
   echo $! >"$dir/node$n.pid"
   sleep 0.3
   if ! alive "$n"; then
     tail -3 "$dir/node$n.log" >&2
     die "node $n exited at once (is its port taken by another cluster?)"
   fi
-  echo "node $n started (pid $(pid_of "$n"), client $(client_addr "$n"), log $dir/node$n.log)"
+  echo "node $n started (pid $(pid_of "$n"), client $(client_addr "$n"), metrics http://$(metrics_addr "$n")/metrics, log $dir/node$n.log)"
 }
 
 role_of() {

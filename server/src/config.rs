@@ -105,7 +105,14 @@ pub struct Args {
     /// Recent changes kept to replay persistent-watch events to reconnecting clients [default: 10000].
     #[arg(long, value_name = "CHANGES", env = "ENSEMBLE_WATCH_HISTORY")]
     pub watch_history: Option<usize>,
+    /// Where to serve Prometheus metrics (`GET /metrics`), or `off` [default: 0.0.0.0:7000].
+    #[arg(long, value_name = "HOST:PORT|off", env = "ENSEMBLE_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
 }
+
+/// Where metrics are served unless `metrics_addr` says otherwise
+/// (ZooKeeper's `metricsProvider.httpPort` is 7000 too).
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:7000";
 
 impl Args {
     /// Parses a command line, with the file it names folded in under the
@@ -223,6 +230,8 @@ pub struct Config {
     pub max_batch: usize,
     /// Changes kept for watch replay.
     pub watch_history: usize,
+    /// Where to serve metrics; None when `off`.
+    pub metrics_addr: Option<String>,
 }
 
 /// Parses `ID=PEER_ADDR/CLIENT_ADDR,...`.
@@ -336,6 +345,19 @@ impl Config {
         if watch_history == 0 {
             return Err(bad("watch_history must be greater than 0"));
         }
+        let metrics_addr = match args.metrics_addr.as_deref().map(str::trim) {
+            Some("off") => None,
+            addr => {
+                let addr = addr.unwrap_or(DEFAULT_METRICS_ADDR);
+                check_addr("--metrics-addr (or off)", addr)?;
+                if addr == client_addr || addr == peer_addr {
+                    return Err(bad(format!(
+                        "--metrics-addr {addr} is also the client or peer address"
+                    )));
+                }
+                Some(addr.to_string())
+            }
+        };
         Ok(Config {
             id,
             client_addr,
@@ -355,6 +377,7 @@ impl Config {
             log_keep_entries: args.log_keep_entries.unwrap_or(10_000),
             max_batch,
             watch_history,
+            metrics_addr,
         })
     }
 
@@ -396,6 +419,28 @@ mod tests {
         assert_eq!(c.members.len(), 2);
         assert_eq!(c.client_addr, "127.0.0.1:2181");
         assert_eq!(c.max_data_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn metrics_are_served_on_7000_unless_moved_or_off() {
+        let peers = "1=127.0.0.1:2881/127.0.0.1:2181";
+        let c = Config::load(args(peers)).unwrap();
+        assert_eq!(c.metrics_addr.as_deref(), Some("0.0.0.0:7000"));
+        let with = |addr: &str| {
+            Config::load(Args {
+                metrics_addr: Some(addr.into()),
+                ..args(peers)
+            })
+        };
+        assert_eq!(with("off").unwrap().metrics_addr, None);
+        assert_eq!(
+            with("127.0.0.1:7001").unwrap().metrics_addr.as_deref(),
+            Some("127.0.0.1:7001")
+        );
+        for bad in ["7000", "on", "127.0.0.1:2181"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("--metrics-addr"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! The layers, bottom up; each imports only the ones below it
 //! (`server/tests/layers.rs` checks), and `node` wires them:
 //!
+//! 0. `metrics`: the Prometheus registry and the calls that record into
+//!    it; it imports nothing from the crate, so every layer may record.
 //! 1. [`state`]: pure and deterministic: commands, the znode tree, the
 //!    session table, apply (where a create, a close or an expiry is applied).
 //! 2. `config`: settings, declared once.
@@ -16,7 +18,7 @@
 //!    `liveness/expiry.rs`, where expiry is decided.
 //! 5. `api` (the client service; a watch fires in `api/watches.rs`),
 //!    `peer` (each peer call, client and server half together) and
-//!    `admin` (the healthcheck command).
+//!    `admin` (the healthcheck command and the `/metrics` endpoint).
 //! 6. `node`: opens storage and wires the layers; [`main_with_args`] runs it.
 //!
 //! Only what the binaries and the storage test suite need is public.
@@ -34,6 +36,7 @@ pub(crate) mod api;
 pub(crate) mod config;
 pub mod consensus;
 pub(crate) mod liveness;
+pub(crate) mod metrics;
 pub(crate) mod node;
 pub(crate) mod peer;
 pub mod state;

@@ -100,6 +100,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     let peer_listener = bind("peers", config.peer_addr.clone()).await?;
     let client_listener = bind("clients", config.client_addr.clone()).await?;
+    let metrics_listener = match config.metrics_addr.clone() {
+        Some(addr) => Some(bind("metrics (--metrics-addr)", addr).await?),
+        None => None,
+    };
 
     // Layer 2: consensus.
     let (fail, mut failure) = FailStop::new();
@@ -169,6 +173,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // Layer 4: the services.
     let watches = Arc::new(WatchHub::new(config.watch_history, replica.applied()));
     replica.set_listener(watches.clone());
+    let scrape = vec![
+        consensus::observe::scrape_gauges(&consensus),
+        crate::api::metered::scrape_gauges(&watches),
+    ];
     let limits = Limits {
         max_data_bytes: config.max_data_bytes,
         max_request_bytes: config.max_request_bytes,
@@ -188,6 +196,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|s| *s).await;
     };
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(crate::admin::metrics::serve(
+            listener,
+            scrape,
+            stopped(stop_rx.clone()),
+        ));
+    }
     let peer_server = tokio::spawn(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
@@ -218,6 +233,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         config.data_dir.clone(),
     ));
     tokio::spawn(bootstrap(config.clone(), raft.clone(), fail.clone()));
+    tokio::spawn(consensus::observe::follow_raft(raft.clone()));
     info!(id = config.id, client = %config.client_addr, peer = %config.peer_addr, "member started");
 
     let failed = tokio::select! {

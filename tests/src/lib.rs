@@ -110,6 +110,8 @@ pub struct NodeProc {
     pub id: u64,
     pub client_addr: String,
     pub peer_addr: String,
+    /// Where it serves `GET /metrics`.
+    pub metrics_addr: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -134,14 +136,15 @@ impl Cluster {
             .prefix("ensemble-test-")
             .tempdir()
             .expect("temp dir");
-        let ports = free_ports(options.nodes as usize * 2);
+        let ports = free_ports(options.nodes as usize * 3);
         let nodes: Vec<NodeProc> = (1..=options.nodes)
             .map(|id| {
-                let i = (id - 1) as usize * 2;
+                let i = (id - 1) as usize * 3;
                 NodeProc {
                     id,
                     client_addr: format!("127.0.0.1:{}", ports[i]),
                     peer_addr: format!("127.0.0.1:{}", ports[i + 1]),
+                    metrics_addr: format!("127.0.0.1:{}", ports[i + 2]),
                     data_dir: dir.path().join(format!("node{id}")),
                     log: dir.path().join(format!("node{id}.log")),
                     child: None,
@@ -186,6 +189,11 @@ impl Cluster {
         self.node(id).client_addr.clone()
     }
 
+    /// Where node `id` serves its Prometheus metrics (`GET /metrics`).
+    pub fn metrics_addr(&self, id: u64) -> String {
+        self.node(id).metrics_addr.clone()
+    }
+
     /// Starts (or restarts) node `id` with its data directory.
     pub fn start_node(&mut self, id: u64) {
         self.start_node_with(id, &[]);
@@ -210,6 +218,8 @@ impl Cluster {
             .arg(&peers)
             .arg("--data-dir")
             .arg(&node.data_dir)
+            .arg("--metrics-addr")
+            .arg(&node.metrics_addr)
             .arg("--raft-heartbeat-ms")
             .arg(o.raft_heartbeat_ms.to_string())
             .arg("--election-timeout-ms")
@@ -636,3 +646,4 @@ pub fn run_cli(args: &[&str], stdin: &str) -> (i32, String, String) {
     )
 }
 pub mod fault;
+pub mod scrape;

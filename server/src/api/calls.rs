@@ -24,6 +24,8 @@ pub(crate) trait Wire: Send + Sized + 'static {
     type Reply: Send;
     /// Its name in request spans.
     const OP: &'static str;
+    /// How `crate::metrics` counts it.
+    const METRIC: crate::metrics::Op;
     /// Its header (session id, secret, last zxid).
     fn header(&mut self) -> &mut Option<pb::RequestHeader>;
     /// The znode it names, for request spans.
@@ -39,6 +41,7 @@ macro_rules! wire {
             impl Wire for pb::$req {
                 type Reply = pb::$reply;
                 const OP: &'static str = $op;
+                const METRIC: crate::metrics::Op = crate::metrics::Op::$variant;
 
                 fn header(&mut self) -> &mut Option<pb::RequestHeader> {
                     &mut self.header

@@ -8,12 +8,14 @@
 //! - [`watches`]: where a watch is fired.
 //! - [`convert`]: wire types to state types, with the request checks;
 //!   [`limits`]: request sizes; [`refusal`]: refusals as clients see them.
-//! - [`status`]: what a member says of itself.
+//! - [`status`]: what a member says of itself; [`metered`]: where every
+//!   request is counted and timed.
 
 pub mod admission;
 pub mod calls;
 pub mod convert;
 pub mod limits;
+pub mod metered;
 pub mod refusal;
 pub mod service;
 pub mod session_stream;

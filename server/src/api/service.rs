@@ -20,6 +20,7 @@ use super::refusal::{self, not_proven, unexpected};
 use super::watches::WatchHub;
 use crate::consensus::Consensus;
 use crate::liveness::Touches;
+use crate::metrics::Op;
 use crate::state::sessions::Secret;
 use crate::state::{Command, Outcome, Refusal};
 
@@ -133,7 +134,7 @@ impl ClientService {
     /// Serves one unary call in its span.
     async fn unary<C: SessionCall>(&self, req: C) -> Result<Response<C::Reply>, Status> {
         let span = span(C::OP, req.path());
-        req.call(self, None)
+        super::metered::call(req, self, None)
             .instrument(span)
             .await
             .map(Response::new)
@@ -160,7 +161,7 @@ macro_rules! client_api {
                 &self,
                 request: Request<pb::CreateSessionRequest>,
             ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-                self.create_session(request.into_inner())
+                super::metered::record(Op::CreateSession, self.create_session(request.into_inner()))
                     .instrument(span("create_session", ""))
                     .await
                     .map(Response::new)
@@ -171,7 +172,7 @@ macro_rules! client_api {
                 &self,
                 request: Request<pb::ResumeSessionRequest>,
             ) -> Result<Response<pb::ResumeSessionResponse>, Status> {
-                self.resume(request.into_inner())
+                super::metered::record(Op::ResumeSession, self.resume(request.into_inner()))
                     .instrument(span("resume_session", ""))
                     .await
                     .map(Response::new)

@@ -72,7 +72,9 @@ impl Bound {
     async fn serve<C: SessionCall>(&self, svc: &ClientService, mut req: C) -> (Resp, bool) {
         self.pin(req.header());
         let span = span(C::OP, req.path());
-        let answer = req.call(svc, Some(self.stream)).instrument(span).await;
+        let answer = super::metered::call(req, svc, Some(self.stream))
+            .instrument(span)
+            .await;
         let ends = C::ends_stream(&answer);
         (
             match answer {
@@ -96,7 +98,10 @@ async fn resume(svc: &ClientService, first: pb::SessionRequest) -> (Resp, Option
     } else {
         r.secret.clone()
     };
-    match svc.resume(r).instrument(span("resume_session", "")).await {
+    match super::metered::record(crate::metrics::Op::ResumeSession, svc.resume(r))
+        .instrument(span("resume_session", ""))
+        .await
+    {
         Ok(reply) => (Resp::Resume(reply), Some((SessionId(header.session_id), secret))),
         Err(e) => (stream_reply(e), None),
     }

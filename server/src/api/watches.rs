@@ -131,6 +131,7 @@ impl Inner {
 
     /// Adds a watch.
     fn insert(&mut self, path: &str, kind: WatchKind, id: StreamId) {
+        crate::metrics::watch_registered();
         if kind == WatchKind::Recursive {
             self.recursive.insert(path.to_string());
         }
@@ -150,6 +151,7 @@ impl Inner {
 
     fn send(&self, id: StreamId, msg: pb::SessionResponse) {
         if let Some(w) = self.watchers.get(&id) {
+            crate::metrics::watch_fired();
             if w.tx.try_send(msg).is_err() {
                 w.overflowed.store(true, Ordering::Relaxed);
             }
@@ -211,6 +213,15 @@ impl WatchHub {
             by_path, recursive, ..
         } = &mut *inner;
         recursive.retain(|p| by_path.contains_key(&(p.clone(), WatchKind::Recursive)));
+    }
+
+    /// How many session streams are registered, and how many watches they hold.
+    pub fn sizes(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (
+            inner.watchers.len(),
+            inner.by_path.values().map(HashSet::len).sum(),
+        )
     }
 
     /// Adds a watch. Call it while holding the state's read lock, right

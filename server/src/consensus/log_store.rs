@@ -275,6 +275,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Durable only once flushed: only then may openraft count this node's ack.
         let flush = self.db.flush_async().await;
         let took = started.elapsed();
+        crate::metrics::log_flushed(bytes, took);
         if took > SLOW_FLUSH {
             warn!(
                 ms = took.as_millis() as u64,

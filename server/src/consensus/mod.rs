@@ -14,6 +14,7 @@
 //! - [`contact`]: whether this member is in touch with a majority;
 //!   [`failover`]: an election called as soon as the leader is seen gone.
 //! - [`fail_stop`]: how a part that can not go on stops the member.
+//! - [`observe`]: what this layer tells `crate::metrics`.
 //!
 //! The peer network that carries Raft and forwarded writes is above, in
 //! `crate::peer`; this layer reaches it through [`router::Forward`].
@@ -24,6 +25,7 @@ pub mod fail_stop;
 pub mod failover;
 pub mod log_mark;
 pub mod log_store;
+pub mod observe;
 pub mod proposer;
 pub mod read_index;
 pub mod router;

@@ -68,7 +68,7 @@ impl Proposer {
     pub fn enqueue(&self, command: Command) -> impl std::future::Future<Output = Proposed> {
         let (reply, rx) = oneshot::channel();
         let queued = self.tx.try_send(Pending { command, reply });
-        async move {
+        crate::metrics::commit_timed(async move {
             if let Err(e) = queued {
                 return Err(match e {
                     mpsc::error::TrySendError::Full(_) => ProposeError::Busy,
@@ -79,7 +79,7 @@ impl Proposer {
             }
             rx.await
                 .unwrap_or_else(|_| Err(ProposeError::Unknown("the node is shutting down".into())))
-        }
+        })
     }
 }
 
@@ -119,6 +119,7 @@ async fn run(raft: Raft, rx: mpsc::Receiver<Pending>, max_batch: usize, mut appe
         };
         let size = replies.len();
         appended.mark_unchanged();
+        crate::metrics::proposed(size);
         // `client_write_ff` returns once the entry is queued in order; the
         // entry then replicates while the next batch forms.
         match raft.client_write_ff(batch).await {

@@ -325,7 +325,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map(|entry| match entry.payload {
                     EntryPayload::Blank => state.apply_blank(entry.log_id),
                     EntryPayload::Membership(m) => state.apply_membership(entry.log_id, m),
-                    EntryPayload::Normal(batch) => state.apply_batch(entry.log_id, &batch, &mut effects),
+                    EntryPayload::Normal(batch) => {
+                        super::observe::apply_batch(&mut state, entry.log_id, &batch, &mut effects)
+                    }
                 })
                 .collect();
             // Still under the write lock: events are queued before any

@@ -254,6 +254,7 @@ impl ExpiryLoop {
 
         let heartbeats = lead.deadlines.due_heartbeats(now);
         if !heartbeats.is_empty() {
+            crate::metrics::heartbeats_coalesced(heartbeats.len());
             propose(
                 &self.consensus,
                 Command::Heartbeats {

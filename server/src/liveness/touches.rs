@@ -29,6 +29,7 @@ impl Touches {
 
     /// A client of this member just used the session.
     pub fn touch(&self, session_id: SessionId) {
+        crate::metrics::touched();
         self.lock().insert(
             session_id,
             Touch {

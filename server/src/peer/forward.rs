@@ -61,6 +61,7 @@ impl Forwarder {
 #[tonic::async_trait]
 impl Forward for Forwarder {
     async fn forward(&self, leader: NodeId, node: PeerNode, command: Command) -> Proposed {
+        crate::metrics::forwarded();
         let (reply, rx) = oneshot::channel();
         let stopped = || ProposeError::Unknown("the node is shutting down".into());
         match self.queue.try_send(Queued {
