@@ -105,6 +105,12 @@ pub struct Args {
     /// Recent changes kept to replay persistent-watch events to reconnecting clients [default: 10000].
     #[arg(long, value_name = "CHANGES", env = "ENSEMBLE_WATCH_HISTORY")]
     pub watch_history: Option<usize>,
+    /// Threads that run requests and Raft. Work per request is small and
+    /// fsyncs run on storage threads, so fewer threads mean fewer wakeups
+    /// across cores; three members often share one host [default: half the
+    /// CPUs, at least 1].
+    #[arg(long, value_name = "N", env = "ENSEMBLE_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Where to serve Prometheus metrics (`GET /metrics`), or `off` [default: 0.0.0.0:7000].
     #[arg(long, value_name = "HOST:PORT|off", env = "ENSEMBLE_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
@@ -232,6 +238,8 @@ pub struct Config {
     pub watch_history: usize,
     /// Where to serve metrics; None when `off`.
     pub metrics_addr: Option<String>,
+    /// Runtime worker threads.
+    pub worker_threads: usize,
 }
 
 /// Parses `ID=PEER_ADDR/CLIENT_ADDR,...`.
@@ -358,6 +366,11 @@ impl Config {
                 Some(addr.to_string())
             }
         };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let worker_threads = args.worker_threads.unwrap_or((cpus / 2).max(1));
+        if worker_threads == 0 || worker_threads > 1024 {
+            return Err(bad("worker_threads must be between 1 and 1024"));
+        }
         Ok(Config {
             id,
             client_addr,
@@ -378,6 +391,7 @@ impl Config {
             max_batch,
             watch_history,
             metrics_addr,
+            worker_threads,
         })
     }
 
@@ -419,6 +433,22 @@ mod tests {
         assert_eq!(c.members.len(), 2);
         assert_eq!(c.client_addr, "127.0.0.1:2181");
         assert_eq!(c.max_data_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn worker_threads_default_to_half_the_cpus_and_zero_is_refused() {
+        let peers = "1=127.0.0.1:2881/127.0.0.1:2181";
+        let c = Config::load(args(peers)).unwrap();
+        assert!(c.worker_threads >= 1);
+        let with = |n: usize| {
+            Config::load(Args {
+                worker_threads: Some(n),
+                ..args(peers)
+            })
+        };
+        assert_eq!(with(3).unwrap().worker_threads, 3);
+        let e = with(0).unwrap_err().to_string();
+        assert!(e.contains("worker_threads"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,10 @@ const MARGIN: Duration = Duration::from_millis(10);
 /// `election_timeout_max`, `stagger` the gap between ranks.
 pub fn start(id: NodeId, raft: Raft, contact: Arc<Contact>, lease: Duration, stagger: Duration) {
     tokio::spawn(async move {
+        // The leader's last call an election was already called after: a
+        // second report of the same loss must not call another (it would
+        // start a new term and cancel the first election).
+        let mut called_after = None;
         loop {
             contact.wait_leader_gone().await;
             let (leader, rank) = {
@@ -48,6 +52,9 @@ pub fn start(id: NodeId, raft: Raft, contact: Arc<Contact>, lease: Duration, sta
             let Some(heard) = contact.leader_last_called() else {
                 continue;
             };
+            if called_after == Some(heard) {
+                continue;
+            }
             tokio::time::sleep_until((heard + lease + MARGIN + stagger * rank).into()).await;
             let still_gone = {
                 let m = raft.metrics();
@@ -55,6 +62,7 @@ pub fn start(id: NodeId, raft: Raft, contact: Arc<Contact>, lease: Duration, sta
                 m.state == ServerState::Follower && m.current_leader == leader
             };
             if still_gone && contact.leader_last_called() == Some(heard) {
+                called_after = Some(heard);
                 info!(?leader, rank, "the leader's process is gone; calling an election");
                 let _ = raft.trigger().elect().await;
             }

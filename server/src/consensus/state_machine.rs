@@ -22,17 +22,16 @@ use tracing::info;
 
 use super::snapshot_file::SnapshotFile;
 use super::{io_error, Entry, StorageError, TypeConfig};
-use crate::state::machine::Effects;
+use crate::state::machine::{Alive, Effects};
 use crate::state::{BatchOutcome, Change, NodeId, PeerNode, ZState};
 
 /// What apply tells the liveness layer.
 #[derive(Debug)]
 pub enum SessionEvent {
-    /// Sessions created or heartbeated (id, timeout in ms, zxid of the
-    /// entry), by entries applied at `at`.
+    /// Sessions created or heartbeated by entries applied at `at`.
     Touched {
         /// The sessions.
-        sessions: Vec<(SessionId, u32, Zxid)>,
+        sessions: Vec<Alive>,
         /// When this member applied them.
         at: Instant,
     },

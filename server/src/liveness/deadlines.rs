@@ -145,8 +145,9 @@ impl Deadlines {
         self.sessions.is_empty()
     }
 
-    /// Sessions whose heartbeat should be replicated now; marks them replicated.
-    pub fn due_heartbeats(&mut self, now: Instant) -> Vec<SessionId> {
+    /// Sessions whose heartbeat should be replicated now, with when each
+    /// was last heard of; marks them replicated.
+    pub fn due_heartbeats(&mut self, now: Instant) -> Vec<(SessionId, Instant)> {
         let mut due = Vec::new();
         self.unreplicated.retain(|id| {
             let Some(t) = self.sessions.get_mut(id) else {
@@ -154,7 +155,7 @@ impl Deadlines {
             };
             if now.saturating_duration_since(t.last_replicated) >= t.timeout / 3 {
                 t.last_replicated = t.alive_at();
-                due.push(*id);
+                due.push((*id, t.last_replicated));
                 false
             } else {
                 true
@@ -217,9 +218,10 @@ mod tests {
         tr.touch(SessionId(1), t0 + Duration::from_millis(500));
         // Replicated 0 ms ago at t0+500: not due before T/3 has passed.
         assert!(tr.due_heartbeats(t0 + Duration::from_millis(600)).is_empty());
+        // Due, dated by the touch (what members' apply marks record).
         assert_eq!(
             tr.due_heartbeats(t0 + Duration::from_millis(1100)),
-            vec![SessionId(1)]
+            vec![(SessionId(1), t0 + Duration::from_millis(500))]
         );
         assert!(tr.due_heartbeats(t0 + Duration::from_millis(1200)).is_empty());
         assert!(tr.expired(t0 + T + TICK, T).is_empty());

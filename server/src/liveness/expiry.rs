@@ -143,16 +143,22 @@ impl ExpiryLoop {
         let marks = &self.liveness.marks;
         match event {
             SessionEvent::Touched { sessions, at } => {
-                for (id, timeout_ms, zxid) in sessions {
-                    let alive_at = if marks.mark(id, zxid, at) {
-                        at
+                for alive in sessions {
+                    let id = alive.session_id;
+                    // Applied no earlier than proposed, so this is no
+                    // earlier than the touch the entry carries.
+                    let heard = at
+                        .checked_sub(Duration::from_millis(alive.age_ms.into()))
+                        .unwrap_or(at);
+                    let alive_at = if marks.mark(id, alive.zxid, heard) {
+                        heard
                     } else {
                         // A replay after a restart: the saved mark, if any, holds.
-                        marks.get(id).map_or(at, |m| m.at)
+                        marks.get(id).map_or(heard, |m| m.at)
                     };
                     if let Some(l) = self.leading.as_mut() {
                         l.deadlines
-                            .add(id, Duration::from_millis(timeout_ms as u64), alive_at);
+                            .add(id, Duration::from_millis(alive.timeout_ms.into()), alive_at);
                     }
                 }
             }
@@ -255,12 +261,14 @@ impl ExpiryLoop {
         let heartbeats = lead.deadlines.due_heartbeats(now);
         if !heartbeats.is_empty() {
             crate::metrics::heartbeats_coalesced(heartbeats.len());
-            propose(
-                &self.consensus,
-                Command::Heartbeats {
-                    session_ids: heartbeats,
-                },
-            );
+            let sessions = heartbeats
+                .into_iter()
+                .map(|(id, alive_at)| {
+                    let age = now.saturating_duration_since(alive_at).as_millis();
+                    (id, u32::try_from(age).unwrap_or(u32::MAX))
+                })
+                .collect();
+            propose(&self.consensus, Command::Heartbeats { sessions });
         }
         if lead.round == RoundState::Short {
             lead.round = RoundState::InFlight;

@@ -39,9 +39,9 @@ pub enum Command {
         /// The session.
         session_id: SessionId,
     },
-    /// The heartbeats of these sessions, replicated: each was touched since
-    /// its previous one (coalesced by the leader, at most one per T/3).
-    Heartbeats {
+    /// Heartbeats as entries written before they carried ages: applies as
+    /// [`Command::Heartbeats`] with every age 0. Never proposed any more.
+    HeartbeatsUnaged {
         /// The sessions.
         session_ids: Vec<SessionId>,
     },
@@ -63,6 +63,15 @@ pub enum Command {
     /// (`consensus::read_index`), and the variant stays so that logs written
     /// before still apply.
     Sync,
+    /// The heartbeats of these sessions, replicated: each was touched since
+    /// its previous one (coalesced by the leader, at most one per T/3).
+    /// Each carries how long before the proposal the leader last heard of
+    /// the session, so a member's apply mark dates the touch, not the
+    /// coalescing delay (a mark may be late, never early).
+    Heartbeats {
+        /// (session, ms between its last touch and the proposal).
+        sessions: Vec<(SessionId, u32)>,
+    },
 }
 
 impl Command {
@@ -72,9 +81,10 @@ impl Command {
         const FIXED: usize = 32;
         match self {
             Command::CreateSession { .. } | Command::CloseSession { .. } | Command::Sync => FIXED,
-            Command::Heartbeats { session_ids } | Command::ExpireSessions { session_ids } => {
+            Command::HeartbeatsUnaged { session_ids } | Command::ExpireSessions { session_ids } => {
                 FIXED + 8 * session_ids.len()
             }
+            Command::Heartbeats { sessions } => FIXED + 12 * sessions.len(),
             Command::Txn { ops, .. } => FIXED + ops.iter().map(Op::approx_bytes).sum::<usize>(),
         }
     }

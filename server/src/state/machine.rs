@@ -19,12 +19,25 @@ pub const SESSION_ID_SHIFT: u32 = 16;
 /// So a batch holds at most this many commands.
 pub const MAX_BATCH: usize = 1 << SESSION_ID_SHIFT;
 
+/// A session an entry showed alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alive {
+    /// The session.
+    pub session_id: SessionId,
+    /// Its timeout.
+    pub timeout_ms: u32,
+    /// The entry.
+    pub zxid: Zxid,
+    /// How long before the entry was proposed the session was last heard of.
+    pub age_ms: u32,
+}
+
 /// What an apply produced besides state, for node-local consumers: the
 /// liveness loop and the watches.
 #[derive(Debug, Default)]
 pub struct Effects {
-    /// Sessions created or heartbeated: (id, timeout in ms, zxid of the entry).
-    pub touched: Vec<(SessionId, u32, Zxid)>,
+    /// Sessions created or heartbeated by this entry.
+    pub touched: Vec<Alive>,
     /// Sessions closed or expired by this entry.
     pub removed: Vec<SessionId>,
     /// Changes to the tree, in apply order.
@@ -167,17 +180,26 @@ impl ZState {
                         ephemerals: Default::default(),
                     },
                 );
-                effects.touched.push((session_id, *timeout_ms, zxid));
+                effects.touched.push(Alive {
+                    session_id,
+                    timeout_ms: *timeout_ms,
+                    zxid,
+                    age_ms: 0,
+                });
                 Outcome::SessionCreated {
                     session_id,
                     timeout_ms: *timeout_ms,
                 }
             }
-            Command::Heartbeats { session_ids } => {
+            Command::Heartbeats { sessions } => {
+                for (id, age_ms) in sessions {
+                    self.heard(zxid, *id, *age_ms, effects);
+                }
+                Outcome::Done
+            }
+            Command::HeartbeatsUnaged { session_ids } => {
                 for id in session_ids {
-                    if let Some(s) = self.sessions.get(*id) {
-                        effects.touched.push((*id, s.timeout_ms, zxid));
-                    }
+                    self.heard(zxid, *id, 0, effects);
                 }
                 Outcome::Done
             }
@@ -203,6 +225,18 @@ impl ZState {
                 multi,
             } => self.apply_txn(zxid, time_ms, *session_id, ops, *multi, effects),
             Command::Sync => Outcome::Done,
+        }
+    }
+
+    /// A heartbeat of an open session (one that is gone stays gone).
+    fn heard(&self, zxid: Zxid, session_id: SessionId, age_ms: u32, effects: &mut Effects) {
+        if let Some(s) = self.sessions.get(session_id) {
+            effects.touched.push(Alive {
+                session_id,
+                timeout_ms: s.timeout_ms,
+                zxid,
+                age_ms,
+            });
         }
     }
 
@@ -544,6 +578,9 @@ mod tests {
                     false,
                 ),
                 Command::Heartbeats {
+                    sessions: vec![(SessionId(1 << SESSION_ID_SHIFT), 250)],
+                },
+                Command::HeartbeatsUnaged {
                     session_ids: vec![SessionId(1 << SESSION_ID_SHIFT)],
                 },
             ],
