@@ -36,9 +36,12 @@ async fn catch_up(options: ClusterOptions, count: usize, by_snapshot: bool) {
             let mut unknown = 0;
             for i in (w..count).step_by(writers) {
                 let path = format!("/big/z{i:04}");
+                let mut retried = false;
                 loop {
                     match c.create(&path, vec![i as u8; MIB], CreateMode::Persistent).await {
                         Ok(_) => break,
+                        // The earlier attempt was still on its way and landed.
+                        Err(e) if retried && e.code() == ErrorCode::NodeExists => break,
                         // An outcome the client could not know: find out.
                         Err(e)
                             if e.code() == ErrorCode::ConnectionLoss
@@ -48,6 +51,7 @@ async fn catch_up(options: ClusterOptions, count: usize, by_snapshot: bool) {
                             if matches!(c.exists(&path).await, Ok(Some(_))) {
                                 break;
                             }
+                            retried = true;
                         }
                         Err(e) => panic!("write {i}: {e}"),
                     }
