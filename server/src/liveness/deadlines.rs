@@ -168,7 +168,10 @@ impl Deadlines {
     /// Sessions whose deadline has passed. They stay tracked, moved `retry`
     /// later, so the expiry is proposed again if this proposal is lost.
     pub fn expired(&mut self, now: Instant, retry: Duration) -> Vec<SessionId> {
-        let due_bucket = self.bucket_of(now);
+        // Only buckets whose end has passed: rounding `now` up as well would
+        // take a bucket up to a tick before its deadlines.
+        let since = now.saturating_duration_since(self.base).as_micros();
+        let due_bucket = (since / self.tick.as_micros()) as u64;
         let mut ids = Vec::new();
         while let Some((&bucket, _)) = self.buckets.first_key_value() {
             if bucket > due_bucket {
@@ -208,6 +211,24 @@ mod tests {
         // Still tracked for a retry, not returned again before it.
         assert!(tr.expired(t0 + T + TICK * 2, T).is_empty());
         assert_eq!(tr.len(), 1);
+    }
+
+    #[test]
+    fn no_session_expires_before_its_deadline() {
+        let mut tr = Deadlines::new(TICK);
+        let t0 = Instant::now() + Duration::from_millis(37);
+        tr.add(SessionId(9), T, t0);
+        let mut now = t0;
+        while now < t0 + T + TICK * 2 {
+            let expired = tr.expired(now, T);
+            if !expired.is_empty() {
+                assert!(now >= t0 + T, "expired {:?} early", t0 + T - now);
+                assert!(now <= t0 + T + TICK, "expired {:?} late", now - (t0 + T));
+                return;
+            }
+            now += Duration::from_millis(7);
+        }
+        panic!("never expired");
     }
 
     #[test]
