@@ -203,7 +203,8 @@ run_one() {
     line=$(grep '^{' "$log" | tail -1)
     echo "$line" | jq -c --arg spec "$spec" --argjson run "$run" '. + {"label": $spec, "run": $run}' >>"$results"
     say "$(printf '%-22s %-9s run %s: %10.1f ops/s  p99 %s ms  errors %s' "$spec" "$system" "$run" \
-      "$(echo "$line" | jq .ops_per_sec)" "$(echo "$line" | jq '.latency_ms.p99 // "-"')" "$(echo "$line" | jq .errors)")"
+      "$(echo "$line" | jq .ops_per_sec)" "$(echo "$line" | jq -r '.latency_ms.p99 // "-" | if type == "number" then (. * 10 | round / 10) else . end')" \
+      "$(echo "$line" | jq .errors)")"
   else
     say "$spec against $system (run $run) FAILED; see $log"
     tail -3 "$log" >&2 || true
@@ -227,7 +228,7 @@ done
 # ---- the table ------------------------------------------------------------
 # Median (lower middle for an even count) and range of a column of numbers.
 median() { sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}'; }
-range() { sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {if (NR) printf "%s–%s", lo, hi}'; }
+range() { sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {if (NR && lo == hi) printf "%s", lo; else if (NR) printf "%s–%s", lo, hi}'; }
 values() { jq -r --arg l "$1" --arg b "$2" "select(.label == \$l and .backend == \$b) | $3 // empty" "$results"; }
 cell() {
   local ops p99
