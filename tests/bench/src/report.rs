@@ -14,6 +14,8 @@ use serde_json::{Map, Value};
 
 /// Latencies in microseconds, up to an hour, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
+    // Constant bounds inside hdrhistogram's rules (low >= 1, high >= 2 * low,
+    // at most 5 significant digits): this can not fail.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
