@@ -1,14 +1,88 @@
 //! Endpoints: checking `HOST:PORT` strings and making the lazy gRPC
 //! channels the session task and the status calls dial through. Nothing
 //! connects here; a channel dials when first used.
+//!
+//! Sessions of one process share one HTTP/2 connection per endpoint, each
+//! session a stream on it (as etcd's client shares one connection among
+//! its leases): a connection costs tens of KB and a socket on both ends,
+//! a stream a few KB, and heartbeats of many sessions leave in one write.
+//! A connection closes when the last session using it is gone.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ensemble_proto::v1::ensemble_client::EnsembleClient;
 use rand::seq::SliceRandom;
+use tonic::body::BoxBody;
+use tonic::codegen::{http, Service};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
+
+/// A connection to one node as the generated client uses it.
+pub(crate) type Node = EnsembleClient<Shared>;
+
+/// A handle on a connection that sessions share. The connection lives as
+/// long as any handle does.
+#[derive(Clone, Debug)]
+pub(crate) struct Shared {
+    channel: Channel,
+    _held: Arc<Held>,
+}
+
+/// What the registry holds weakly: while it lives, the connection is reused.
+#[derive(Debug)]
+struct Held {
+    channel: Channel,
+}
+
+impl Service<http::Request<BoxBody>> for Shared {
+    type Response = <Channel as Service<http::Request<BoxBody>>>::Response;
+    type Error = <Channel as Service<http::Request<BoxBody>>>::Error;
+    type Future = <Channel as Service<http::Request<BoxBody>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
+        Service::poll_ready(&mut self.channel, cx)
+    }
+
+    fn call(&mut self, request: http::Request<BoxBody>) -> Self::Future {
+        Service::call(&mut self.channel, request)
+    }
+}
+
+/// The connections in use in this process, by address and dial timeout.
+type Registry = HashMap<(String, Duration), Weak<Held>>;
+
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
+    static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
+    REGISTRY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// The shared connection to `addr`, made (lazily) if none is in use.
+fn shared(addr: &str, endpoint: Endpoint, connect_timeout: Duration) -> Shared {
+    let mut reg = registry();
+    reg.retain(|_, held| held.strong_count() > 0);
+    let key = (addr.to_string(), connect_timeout);
+    let held = match reg.get(&key).and_then(Weak::upgrade) {
+        Some(held) => held,
+        None => {
+            let held = Arc::new(Held {
+                channel: endpoint.connect_lazy(),
+            });
+            reg.insert(key, Arc::downgrade(&held));
+            held
+        }
+    };
+    Shared {
+        channel: held.channel.clone(),
+        _held: held,
+    }
+}
 
 /// The largest reply accepted: a listing of many children can be large.
 const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
@@ -16,8 +90,8 @@ const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 /// How long dialing one node may take before the attempt counts as failed.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A lazy channel to one endpoint.
-pub(crate) fn channel(addr: &str, connect_timeout: Duration) -> Result<EnsembleClient<Channel>> {
+/// A lazy channel to one endpoint, shared with this process's other sessions.
+pub(crate) fn channel(addr: &str, connect_timeout: Duration) -> Result<Node> {
     let a = addr.trim();
     match a.rsplit_once(':') {
         Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
@@ -27,14 +101,12 @@ pub(crate) fn channel(addr: &str, connect_timeout: Duration) -> Result<EnsembleC
         .map_err(|_| Error::BadEndpoint(addr.to_string()))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true);
-    Ok(EnsembleClient::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_REPLY_BYTES))
+    Ok(EnsembleClient::new(shared(a, endpoint, connect_timeout)).max_decoding_message_size(MAX_REPLY_BYTES))
 }
 
 /// The endpoints in a random order (so clients spread over the nodes),
 /// each with its channel.
-pub(crate) fn connections(
-    endpoints: &[impl AsRef<str>],
-) -> Result<(Vec<String>, Vec<EnsembleClient<Channel>>)> {
+pub(crate) fn connections(endpoints: &[impl AsRef<str>]) -> Result<(Vec<String>, Vec<Node>)> {
     let mut list: Vec<String> = endpoints
         .iter()
         .map(|e| e.as_ref().trim().to_string())

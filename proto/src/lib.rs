@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod code;
+pub mod codec;
 pub mod ids;
 pub mod path;
 

@@ -12,6 +12,7 @@ use ensemble_proto::v1::ensemble_server::EnsembleServer;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tracing::{error, info, warn};
 
 use crate::api::watches::WatchHub;
@@ -205,22 +206,20 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     let peer_server = tokio::spawn(
         tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(
                 PeerServer::new(peer_service)
                     .max_decoding_message_size(MAX_PEER_MESSAGE)
                     .max_encoding_message_size(MAX_PEER_MESSAGE),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), stopped(stop_rx.clone())),
+            .serve_with_incoming_shutdown(no_delay(peer_listener), stopped(stop_rx.clone())),
     );
     let client_server = tokio::spawn(
         tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .layer(crate::api::limits::OversizeLayer {
                 limit: config.max_request_bytes,
             })
             .add_service(EnsembleServer::new(clients).max_decoding_message_size(config.max_request_bytes))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), stopped(stop_rx)),
+            .serve_with_incoming_shutdown(no_delay(client_listener), stopped(stop_rx)),
     );
     let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let peer_server = watch_listener(&fail, &shutting_down, "peers", peer_server);
@@ -262,6 +261,21 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         warn!(%e, "final flush failed");
     }
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off. tonic's `tcp_nodelay`
+/// applies only to listeners it binds itself; without it a small reply
+/// (a forwarded write's answer, say) can wait ~40 ms for a delayed ACK.
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                warn!(%e, "could not turn off Nagle's algorithm on a connection");
+            }
+        })
+    })
 }
 
 /// A listener that stops while the member runs leaves a member that serves

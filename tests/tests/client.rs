@@ -374,3 +374,87 @@ async fn a_base_path_can_not_be_escaped() {
     );
     assert_eq!(root.children("/app").await.unwrap().0, vec!["s-0000000001", "y"]);
 }
+
+/// Established TCP connections to `port` on this machine, from /proc (the
+/// client ends: their remote port is the node's).
+fn connections_to(port: u16) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.len() > 3
+                        && f[3] == "01"
+                        && f[2]
+                            .rsplit(':')
+                            .next()
+                            .and_then(|p| u16::from_str_radix(p, 16).ok())
+                            == Some(port)
+                })
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_one_process_share_a_connection_and_stay_independent() {
+    let t = Duration::from_secs(3);
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let endpoint = cluster.endpoint(1);
+    let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let one = [endpoint.as_str()];
+    let options = || Options {
+        session_timeout: t,
+        ..Options::default()
+    };
+
+    // Twenty sessions on one node: twenty streams, one connection (the
+    // harness's own status calls may hold another).
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(Client::connect(&one, options()).await.unwrap());
+    }
+    for (i, c) in clients.iter().enumerate() {
+        c.create(&format!("/s{i}"), vec![], CreateMode::Ephemeral)
+            .await
+            .unwrap();
+    }
+    let open = connections_to(port);
+    assert!((1..=2).contains(&open), "{open} connections for 20 sessions");
+
+    // One session closing ends its stream, not the connection: the others
+    // see its ephemeral go and keep working.
+    let watcher = clients.pop().unwrap();
+    let (_, watch) = watcher.exists_watch("/s0").await.unwrap();
+    clients.remove(0).close().await.unwrap();
+    let event = tokio::time::timeout(t, watch.wait()).await.unwrap().unwrap();
+    assert_eq!((event.kind, event.path.as_str()), (EventType::NodeDeleted, "/s0"));
+    for c in &clients {
+        c.set(&format!("/s{}", 1), b"still here".to_vec(), -1)
+            .await
+            .unwrap();
+    }
+    assert_eq!(watcher.state(), SessionState::Connected);
+
+    // When every session is gone the connection closes; a new session dials again.
+    for c in clients {
+        c.close().await.unwrap();
+    }
+    watcher.close().await.unwrap();
+    poll_until(
+        Duration::from_secs(10),
+        "the shared connection to close",
+        || async { connections_to(port) == 0 },
+    )
+    .await;
+    let again = Client::connect(&one, options()).await.unwrap();
+    again
+        .create("/again", vec![], CreateMode::Ephemeral)
+        .await
+        .unwrap();
+    again.close().await.unwrap();
+}

@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::endpoints::Node;
 use ensemble_proto::v1 as pb;
-use ensemble_proto::v1::ensemble_client::EnsembleClient;
 use ensemble_proto::SessionId;
 use tokio::sync::{broadcast, mpsc, watch};
-use tonic::transport::Channel;
 
 use super::{Client, TaskGuard};
 use crate::chroot::Chroot;
@@ -93,7 +92,7 @@ impl Client {
     /// connection (or a terminal state).
     async fn attach(
         endpoints: Vec<String>,
-        clients: Vec<EnsembleClient<Channel>>,
+        clients: Vec<Node>,
         current: usize,
         session: SessionInfo,
         seen: Seen,

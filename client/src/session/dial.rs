@@ -9,14 +9,14 @@
 
 use std::time::{Duration, Instant};
 
+use crate::endpoints::Node;
 use ensemble_proto::v1 as pb;
-use ensemble_proto::v1::ensemble_client::EnsembleClient;
 use ensemble_proto::v1::session_request::Request as Req;
 use ensemble_proto::v1::session_response::Response as Resp;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
+use tokio_stream::StreamExt;
 use tonic::Streaming;
 use tracing::debug;
 
@@ -28,13 +28,15 @@ use crate::types::ErrorCode;
 
 /// The session's stream on one node, once resumed there.
 pub(super) struct Conn {
-    pub tx: mpsc::Sender<pb::SessionRequest>,
+    /// Boxed: the channel allocates 32 slots at a time, and most sessions
+    /// send little but heartbeats.
+    pub tx: mpsc::Sender<Box<pb::SessionRequest>>,
     pub inbound: Streaming<pb::SessionResponse>,
 }
 
 /// Resumes the session on one node over a new stream. The resume proves
 /// the session with its secret once; later messages carry no secret.
-async fn open(mut client: EnsembleClient<Channel>, shared: &Shared, timeout: Duration) -> Result<Conn> {
+async fn open(mut client: Node, shared: &Shared, timeout: Duration) -> Result<Conn> {
     let (tx, rx) = mpsc::channel(1024);
     let resume = pb::SessionRequest {
         xid: 0,
@@ -43,10 +45,10 @@ async fn open(mut client: EnsembleClient<Channel>, shared: &Shared, timeout: Dur
             secret: shared.session.secret.clone(),
         })),
     };
-    let _ = tx.send(resume).await;
+    let _ = tx.send(Box::new(resume)).await;
     let opened = tokio::time::timeout(timeout, async {
         let mut inbound = client
-            .session(ReceiverStream::new(rx))
+            .session(ReceiverStream::new(rx).map(|m: Box<pb::SessionRequest>| *m))
             .await
             .map_err(Error::from_status)?
             .into_inner();

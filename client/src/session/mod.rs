@@ -23,9 +23,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ensemble_proto::v1::ensemble_client::EnsembleClient;
+use crate::endpoints::Node;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 pub(crate) use shared::{Call, Shared};
 
@@ -53,7 +52,7 @@ enum Left {
 pub(crate) struct SessionTask {
     shared: Arc<Shared>,
     /// One lazy channel per endpoint, in the order of `shared.endpoints`.
-    clients: Vec<EnsembleClient<Channel>>,
+    clients: Vec<Node>,
     calls: mpsc::Receiver<Call>,
     /// Calls waiting for a node to serve the session.
     queue: VecDeque<Call>,
@@ -67,7 +66,7 @@ pub(crate) struct SessionTask {
 impl SessionTask {
     pub fn new(
         shared: Arc<Shared>,
-        clients: Vec<EnsembleClient<Channel>>,
+        clients: Vec<Node>,
         calls: mpsc::Receiver<Call>,
         options: &Options,
     ) -> SessionTask {

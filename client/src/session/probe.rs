@@ -4,15 +4,14 @@
 //! session its deadline. Unlike the stream, a unary call must prove the
 //! session, so probes carry the secret (`proof_header`).
 
+use crate::endpoints::Node;
 use ensemble_proto::v1 as pb;
-use ensemble_proto::v1::ensemble_client::EnsembleClient;
-use tonic::transport::Channel;
 use tracing::debug;
 
 use super::shared::Shared;
 
 /// Sends a unary heartbeat to every node but `skip`, not waiting for answers.
-pub(super) fn probe_others(shared: &Shared, clients: &[EnsembleClient<Channel>], skip: Option<usize>) {
+pub(super) fn probe_others(shared: &Shared, clients: &[Node], skip: Option<usize>) {
     debug!("probing the other nodes");
     for (_, c) in clients.iter().enumerate().filter(|(i, _)| Some(*i) != skip) {
         let mut c = c.clone();

@@ -38,10 +38,10 @@ impl Link {
         let ok = self
             .conn
             .tx
-            .try_send(pb::SessionRequest {
+            .try_send(Box::new(pb::SessionRequest {
                 xid,
                 request: Some(req),
-            })
+            }))
             .is_ok();
         self.pending.insert(xid, entry);
         ok

@@ -30,15 +30,23 @@ impl ClientService {
         let id = SessionId(h.session_id);
         Span::current().record("session", field::display(id));
         // Any proven contact counts at once, before any waiting or refusing.
-        if self.proven(id, &h.secret) {
+        let proven = self.proven(id, &h.secret);
+        if proven {
             self.touches.touch(id);
         }
         self.ensure_in_quorum()?;
+        let wanted = Zxid(h.last_zxid);
+        if self.consensus.replica.applied() >= wanted {
+            // Nothing to wait for: the check above stands (the usual case,
+            // and every heartbeat's).
+            return if proven { Ok(id) } else { Err(not_proven(id)) };
+        }
         self.consensus
             .replica
-            .wait_applied(Zxid(h.last_zxid), CATCH_UP)
+            .wait_applied(wanted, CATCH_UP)
             .await
             .map_err(|e| Refusal::new(ErrorCode::OperationTimeout, e.to_string()))?;
+        // The session may have closed or expired while this member caught up.
         if !self.proven(id, &h.secret) {
             return Err(not_proven(id));
         }

@@ -23,7 +23,7 @@ use super::calls::SessionCall;
 use super::convert::check_path;
 use super::refusal::stream_reply;
 use super::service::{span, ClientService};
-use super::watches::{StreamId, WatchKind};
+use super::watches::{Outgoing, StreamId, WatchKind};
 use crate::state::Refusal;
 
 /// Replies and events queued for one stream; a client that falls this far
@@ -37,7 +37,14 @@ pub type Outbound = Pin<Box<dyn Stream<Item = Result<pb::SessionResponse, Status
 pub fn start(svc: ClientService, inbound: Streaming<pb::SessionRequest>) -> Outbound {
     let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
     tokio::spawn(run(svc, inbound, tx));
-    Box::pin(ReceiverStream::new(rx).map(Ok))
+    Box::pin(ReceiverStream::new(rx).map(|m: Box<pb::SessionResponse>| Ok(*m)))
+}
+
+fn message(xid: u64, response: Resp) -> Box<pb::SessionResponse> {
+    Box::new(pb::SessionResponse {
+        xid,
+        response: Some(response),
+    })
 }
 
 fn answer<T>(r: Result<T, Refusal>, wrap: fn(T) -> Resp) -> Resp {
@@ -107,23 +114,14 @@ async fn resume(svc: &ClientService, first: pb::SessionRequest) -> (Resp, Option
     }
 }
 
-async fn run(
-    svc: ClientService,
-    mut inbound: Streaming<pb::SessionRequest>,
-    tx: mpsc::Sender<pb::SessionResponse>,
-) {
+async fn run(svc: ClientService, mut inbound: Streaming<pb::SessionRequest>, tx: Outgoing) {
     let first = match inbound.message().await {
         Ok(Some(m)) => m,
         _ => return,
     };
     let xid = first.xid;
     let (reply, resumed) = resume(&svc, first).await;
-    let _ = tx
-        .send(pb::SessionResponse {
-            xid,
-            response: Some(reply),
-        })
-        .await;
+    let _ = tx.send(message(xid, reply)).await;
     let Some((session_id, secret)) = resumed else {
         return;
     };
@@ -136,19 +134,15 @@ async fn run(
     debug!(session = %session_id, stream, "session stream open");
 
     // Ordered work goes to one worker; heartbeats are answered at once.
-    let (work_tx, mut work_rx) = mpsc::channel::<pb::SessionRequest>(1024);
+    // Boxed, as the outbound messages are (see `Outgoing`).
+    let (work_tx, mut work_rx) = mpsc::channel::<Box<pb::SessionRequest>>(1024);
     let worker = {
         let (svc, tx, bound) = (svc.clone(), tx.clone(), bound.clone());
         tokio::spawn(async move {
             while let Some(msg) = work_rx.recv().await {
                 let xid = msg.xid;
-                let (resp, last) = dispatch(&svc, &bound, msg).await;
-                let sent = tx
-                    .send(pb::SessionResponse {
-                        xid,
-                        response: Some(resp),
-                    })
-                    .await;
+                let (resp, last) = dispatch(&svc, &bound, *msg).await;
+                let sent = tx.send(message(xid, resp)).await;
                 if sent.is_err() || last {
                     break;
                 }
@@ -158,10 +152,7 @@ async fn run(
     loop {
         if overflowed.load(Ordering::Relaxed) {
             let e = Refusal::connection_loss("the client fell too far behind its watch events; reconnect");
-            let _ = tx.try_send(pb::SessionResponse {
-                xid: 0,
-                response: Some(stream_reply(e)),
-            });
+            let _ = tx.try_send(message(0, stream_reply(e)));
             break;
         }
         let msg = match inbound.message().await {
@@ -171,25 +162,17 @@ async fn run(
                 // An oversized message ends the stream (tonic can not skip
                 // it), but the client learns why: nothing was applied.
                 if let Some(e) = super::limits::rewrite(&status, svc.limits.max_request_bytes) {
-                    let _ = tx.try_send(pb::SessionResponse {
-                        xid: 0,
-                        response: Some(stream_reply(e)),
-                    });
+                    let _ = tx.try_send(message(0, stream_reply(e)));
                 }
                 break;
             }
         };
         if let Some(Req::Heartbeat(hb)) = msg.request {
             let (resp, _) = bound.serve(&svc, hb).await;
-            let _ = tx
-                .send(pb::SessionResponse {
-                    xid: msg.xid,
-                    response: Some(resp),
-                })
-                .await;
+            let _ = tx.send(message(msg.xid, resp)).await;
             continue;
         }
-        if work_tx.send(msg).await.is_err() {
+        if work_tx.send(Box::new(msg)).await.is_err() {
             break;
         }
     }

@@ -38,8 +38,13 @@ pub enum WatchKind {
     Recursive,
 }
 
+/// Where a session stream's replies and events queue. Boxed: a channel
+/// allocates its slots 32 at a time, and a stream that only heartbeats
+/// should not hold 32 whole messages' worth of memory.
+pub type Outgoing = mpsc::Sender<Box<pb::SessionResponse>>;
+
 struct Watcher {
-    tx: mpsc::Sender<pb::SessionResponse>,
+    tx: Outgoing,
     /// Set when the stream fell too far behind; its task then ends the stream.
     overflowed: Arc<AtomicBool>,
 }
@@ -152,7 +157,7 @@ impl Inner {
     fn send(&self, id: StreamId, msg: pb::SessionResponse) {
         if let Some(w) = self.watchers.get(&id) {
             crate::metrics::watch_fired();
-            if w.tx.try_send(msg).is_err() {
+            if w.tx.try_send(Box::new(msg)).is_err() {
                 w.overflowed.store(true, Ordering::Relaxed);
             }
         }
@@ -186,7 +191,7 @@ impl WatchHub {
     }
 
     /// Registers a session stream; events go to `tx`.
-    pub fn add_watcher(&self, tx: mpsc::Sender<pb::SessionResponse>) -> (StreamId, Arc<AtomicBool>) {
+    pub fn add_watcher(&self, tx: Outgoing) -> (StreamId, Arc<AtomicBool>) {
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
@@ -345,7 +350,7 @@ mod tests {
         }
     }
 
-    fn events(rx: &mut mpsc::Receiver<pb::SessionResponse>) -> Vec<(i32, String)> {
+    fn events(rx: &mut mpsc::Receiver<Box<pb::SessionResponse>>) -> Vec<(i32, String)> {
         let mut out = Vec::new();
         while let Ok(m) = rx.try_recv() {
             if let Some(pb::session_response::Response::Event(e)) = m.response {

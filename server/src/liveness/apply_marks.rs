@@ -189,9 +189,13 @@ impl ApplyMarks {
         self.lock().marks.clone()
     }
 
-    /// Saves what changed since the last save, and the uptime clock, in one
-    /// batch. Not flushed here: sled's own flushes and the log's carry it;
-    /// a save lost in a crash only makes marks look younger.
+    /// Saves what changed since the last save, and the uptime clock. Not
+    /// flushed here: sled's own flushes and the log's carry it; a save lost
+    /// in a crash only makes marks look younger. Key by key, not as one
+    /// sled batch: a batch takes sled's global write lock, which waits for
+    /// every write in progress, the log's appends among them. The uptime
+    /// goes first, so a saved mark is never later than the saved uptime.
+    /// It blocks on the disk: call it off the async workers.
     pub fn save(&self) -> Result<(), sled::Error> {
         let (cleared, dirty, gone) = {
             let mut inner = self.lock();
@@ -208,18 +212,17 @@ impl ApplyMarks {
         if cleared {
             self.tree.clear()?;
         }
-        let mut batch = sled::Batch::default();
+        self.tree.insert(UPTIME, &self.uptime.now_ms().to_be_bytes())?;
         for (id, mark) in dirty {
             let mut value = [0u8; 16];
             value[..8].copy_from_slice(&mark.zxid.0.to_be_bytes());
             value[8..].copy_from_slice(&self.uptime.at_ms(mark.at).to_be_bytes());
-            batch.insert(&id.0.to_be_bytes(), &value);
+            self.tree.insert(id.0.to_be_bytes(), &value)?;
         }
         for id in gone {
-            batch.remove(&id.0.to_be_bytes());
+            self.tree.remove(id.0.to_be_bytes())?;
         }
-        batch.insert(UPTIME, &self.uptime.now_ms().to_be_bytes());
-        self.tree.apply_batch(batch)
+        Ok(())
     }
 }
 

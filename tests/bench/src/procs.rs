@@ -13,8 +13,8 @@ use std::fs;
 
 use anyhow::{bail, Result};
 
-/// Raises this process's open-file limit to its hard limit: thousands of
-/// sessions need thousands of sockets.
+/// Raises this process's open-file limit to its hard limit: ZooKeeper's
+/// and etcd's clients hold a socket per session.
 pub fn raise_fd_limit() {
     // SAFETY: getrlimit and setrlimit only read and write the struct given.
     unsafe {
@@ -26,20 +26,6 @@ pub fn raise_fd_limit() {
             l.rlim_cur = l.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &l);
         }
-    }
-}
-
-/// This process's open-file limit.
-pub fn fd_limit() -> u64 {
-    let mut l = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } == 0 {
-        l.rlim_cur
-    } else {
-        0
     }
 }
 
