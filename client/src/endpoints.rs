@@ -25,17 +25,12 @@ use crate::error::{Error, Result};
 pub(crate) type Node = EnsembleClient<Shared>;
 
 /// A handle on a connection that sessions share. The connection lives as
-/// long as any handle does.
+/// long as any handle does; the registry holds it weakly.
 #[derive(Clone, Debug)]
 pub(crate) struct Shared {
+    /// This handle's own clone: a clone carries its own readiness state.
     channel: Channel,
-    _held: Arc<Held>,
-}
-
-/// What the registry holds weakly: while it lives, the connection is reused.
-#[derive(Debug)]
-struct Held {
-    channel: Channel,
+    _held: Arc<Channel>,
 }
 
 impl Service<http::Request<BoxBody>> for Shared {
@@ -53,7 +48,7 @@ impl Service<http::Request<BoxBody>> for Shared {
 }
 
 /// The connections in use in this process, by address and dial timeout.
-type Registry = HashMap<(String, Duration), Weak<Held>>;
+type Registry = HashMap<(String, Duration), Weak<Channel>>;
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
     static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
@@ -71,15 +66,13 @@ fn shared(addr: &str, endpoint: Endpoint, connect_timeout: Duration) -> Shared {
     let held = match reg.get(&key).and_then(Weak::upgrade) {
         Some(held) => held,
         None => {
-            let held = Arc::new(Held {
-                channel: endpoint.connect_lazy(),
-            });
+            let held = Arc::new(endpoint.connect_lazy());
             reg.insert(key, Arc::downgrade(&held));
             held
         }
     };
     Shared {
-        channel: held.channel.clone(),
+        channel: (*held).clone(),
         _held: held,
     }
 }

@@ -27,10 +27,6 @@ fi
 mkdir -p "$(dirname "$out")"
 : >"$out"
 
-# idle-sessions needs a socket per session only in the server; the client
-# shares one connection per node, but raise the limit anyway.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
 run() {
   echo "== ensemble-bench $*"
   local json

@@ -50,11 +50,26 @@ impl Deadlines {
         }
     }
 
+    /// Microseconds from the base to `t`, and of one tick.
+    fn micros(&self, t: Instant) -> (u128, u128) {
+        (
+            t.saturating_duration_since(self.base).as_micros(),
+            self.tick.as_micros(),
+        )
+    }
+
     /// The bucket that a deadline falls in: rounded up, so a session never goes early.
     fn bucket_of(&self, deadline: Instant) -> u64 {
-        let since = deadline.saturating_duration_since(self.base).as_micros();
-        let tick = self.tick.as_micros();
+        let (since, tick) = self.micros(deadline);
         since.div_ceil(tick) as u64
+    }
+
+    /// The last bucket whose end has passed at `now`: rounded down, since
+    /// rounding `now` up as well would take a bucket up to a tick before
+    /// its deadlines.
+    fn last_ended(&self, now: Instant) -> u64 {
+        let (since, tick) = self.micros(now);
+        (since / tick) as u64
     }
 
     fn place(&mut self, id: SessionId, deadline: Instant) {
@@ -168,10 +183,7 @@ impl Deadlines {
     /// Sessions whose deadline has passed. They stay tracked, moved `retry`
     /// later, so the expiry is proposed again if this proposal is lost.
     pub fn expired(&mut self, now: Instant, retry: Duration) -> Vec<SessionId> {
-        // Only buckets whose end has passed: rounding `now` up as well would
-        // take a bucket up to a tick before its deadlines.
-        let since = now.saturating_duration_since(self.base).as_micros();
-        let due_bucket = (since / self.tick.as_micros()) as u64;
+        let due_bucket = self.last_ended(now);
         let mut ids = Vec::new();
         while let Some((&bucket, _)) = self.buckets.first_key_value() {
             if bucket > due_bucket {
