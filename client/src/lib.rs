@@ -35,6 +35,7 @@
 //! - `types`: the value types of the API ([`Stat`], [`CreateMode`],
 //!   [`ErrorCode`], [`EventType`], [`WatchMode`], [`WatchEvent`]);
 //!   `convert`: their private conversions to and from the proto.
+//! - [`acl`]: [`Acl`] entries (`world:anyone:cdrwa`) and [`Identity`].
 //! - `options`: [`Options`] and [`SessionInfo`]; `chroot`: the base path.
 //! - `session/`: (internal) the session task: hedged dialing and node
 //!   selection, serving the stream, reply routing, probes.
@@ -47,6 +48,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod acl;
 mod chroot;
 mod client;
 mod convert;
@@ -62,6 +64,7 @@ mod types;
 mod watch;
 mod watch_registry;
 
+pub use acl::{Acl, Identity};
 pub use client::Client;
 pub use ensemble_proto::{SessionId, Zxid};
 pub use error::{Error, Result};

@@ -159,6 +159,7 @@ fn to_proto(chroot: &Chroot, op: Op) -> Result<pb::Op> {
             path: chroot.full(&path, mode.is_sequential())?,
             data,
             mode: pb::CreateMode::from(mode) as i32,
+            acl: vec![],
         }),
         Op::Set { path, data, version } => O::Set(pb::SetOp {
             path: chroot.full(&path, false)?,
@@ -211,6 +212,7 @@ mod tests {
             path: "/app/q-".into(),
             data: b"d".to_vec(),
             mode: pb::CreateMode::EphemeralSequential as i32,
+            acl: vec![],
         });
         assert_eq!(op.op, Some(expected));
         for bad in [

@@ -22,8 +22,11 @@ pub struct Options {
     /// subtree (like ZooKeeper's chroot). Empty or `/`: none. Under a base,
     /// paths are checked by the client and can not leave the subtree.
     pub base_path: String,
-    /// Credentials presented when a session opens or resumes. Reserved for
-    /// authentication; the cluster does not check them yet.
+    /// Credentials presented when the session opens: `(scheme, auth)`, as
+    /// `("digest", b"user:password")`. Rejected credentials make the state
+    /// `AUTH_FAILED` and `connect` fail with `AUTH_FAILED`, at once and for
+    /// good (no retry). The identity stays with the session on every node,
+    /// so a resume needs no password.
     pub credentials: Option<(String, Vec<u8>)>,
     /// Receives every state change and the `Expired` event from the very
     /// first `CONNECTING` on (unlike [`Client::state_events`](crate::Client::state_events),
@@ -41,6 +44,14 @@ impl Default for Options {
             credentials: None,
             listener: None,
         }
+    }
+}
+
+impl Options {
+    /// Options that open the session as `user` (scheme `digest`).
+    pub fn with_user(mut self, user: &str, password: &str) -> Options {
+        self.credentials = Some(("digest".into(), format!("{user}:{password}").into_bytes()));
+        self
     }
 }
 

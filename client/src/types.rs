@@ -25,7 +25,7 @@ pub struct Stat {
     pub version: i32,
     /// Child changes so far.
     pub cversion: i32,
-    /// ACL changes so far (always 0: ACLs are not implemented).
+    /// ACL changes so far: what `set_acl` checks against.
     pub aversion: i32,
     /// The session an ephemeral znode lives and dies with; `None` for a
     /// persistent znode (ZooKeeper's `0`), so no session id can be mistaken

@@ -39,6 +39,8 @@ pub enum ErrorCode {
     AuthFailed,
     /// The session lacks the permission.
     NoAuth,
+    /// An ACL is malformed (unknown scheme, bad id, no permissions).
+    InvalidAcl,
 }
 
 impl ErrorCode {
@@ -78,6 +80,7 @@ impl ErrorCode {
             pb::ErrorCode::SystemError => ErrorCode::SystemError,
             pb::ErrorCode::AuthFailed => ErrorCode::AuthFailed,
             pb::ErrorCode::NoAuth => ErrorCode::NoAuth,
+            pb::ErrorCode::InvalidAcl => ErrorCode::InvalidAcl,
         })
     }
 }
@@ -98,6 +101,7 @@ impl From<ErrorCode> for pb::ErrorCode {
             ErrorCode::SystemError => pb::ErrorCode::SystemError,
             ErrorCode::AuthFailed => pb::ErrorCode::AuthFailed,
             ErrorCode::NoAuth => pb::ErrorCode::NoAuth,
+            ErrorCode::InvalidAcl => pb::ErrorCode::InvalidAcl,
         }
     }
 }
@@ -115,7 +119,7 @@ mod tests {
     #[test]
     fn every_wire_code_but_ok_round_trips_by_value_and_name() {
         assert_eq!(ErrorCode::from_wire(0), None);
-        for raw in 1..=13 {
+        for raw in 1..=14 {
             let code = ErrorCode::from_wire(raw).unwrap_or(ErrorCode::SystemError);
             assert_eq!(pb::ErrorCode::from(code) as i32, raw);
             assert_eq!(ErrorCode::from_name(code.name()), Some(code));

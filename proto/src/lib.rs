@@ -2,9 +2,10 @@
 //! (`ensemble.v1`) and of the node-to-node API (`ensemble.peer.v1`),
 //! generated from `proto/*.proto` by tonic, and what the server and the
 //! client must agree on beyond the wire: [`ids`] (session ids and zxids),
-//! [`path`] (ZooKeeper's path rules) and [`code`] (error codes). See `docs/glossary.md`.
+//! [`path`] (ZooKeeper's path rules) and [`code`] (error codes) and [`acl`] (ACLs' text form and rules). See `docs/glossary.md`.
 #![deny(missing_docs)]
 
+pub mod acl;
 pub mod code;
 pub mod codec;
 pub mod ids;

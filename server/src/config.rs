@@ -90,6 +90,17 @@ pub struct Args {
     /// jute.maxbuffer) [default: max_data_bytes + 32768].
     #[arg(long, value_name = "BYTES", env = "ENSEMBLE_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Users file: a TOML `[users]` table of `name = "<argon2 hash>"`
+    /// (make a hash with `ensemble-server hash-password`). Sessions may
+    /// then authenticate as these users (scheme digest, `user:password`).
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_USERS")]
+    pub users: Option<PathBuf>,
+    /// A user of the users file who passes every ACL check (ZooKeeper's super digest).
+    #[arg(long, value_name = "NAME", env = "ENSEMBLE_SUPER_USER")]
+    pub super_user: Option<String>,
+    /// Refuse sessions that do not present a user's credentials.
+    #[arg(long, env = "ENSEMBLE_REQUIRE_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub require_auth: Option<bool>,
     /// Most operations in one multi [default: 10000].
     #[arg(long, value_name = "OPS", env = "ENSEMBLE_MAX_MULTI_OPS")]
     pub max_multi_ops: Option<usize>,
@@ -229,6 +240,12 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// The most ops in a multi.
     pub max_multi_ops: usize,
+    /// The users sessions may authenticate as.
+    pub users: Users,
+    /// A user who passes every ACL check.
+    pub super_user: Option<String>,
+    /// Whether a session must authenticate.
+    pub require_auth: bool,
     /// Entries between snapshots.
     pub snapshot_entries: u64,
     /// Entries kept behind a snapshot.
@@ -241,6 +258,64 @@ pub struct Config {
     pub metrics_addr: Option<String>,
     /// Runtime worker threads.
     pub worker_threads: usize,
+}
+
+/// The users file's users: name → argon2 hash of the password, as a PHC
+/// string. Its `Debug` shows the names only.
+#[derive(Clone, Default)]
+pub struct Users(BTreeMap<String, String>);
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl Users {
+    /// Users with these hashes.
+    #[cfg(test)]
+    pub fn new(hashes: BTreeMap<String, String>) -> Users {
+        Users(hashes)
+    }
+
+    /// Name → PHC hash string.
+    pub fn hashes(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
+    /// Reads a users file: a TOML `[users]` table of `name = "<argon2 PHC hash>"`.
+    pub fn load(path: &std::path::Path) -> Result<Users, ConfigError> {
+        let file = path.display();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad(format!("can not read users file {file}: {e}")))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| bad(format!("users file {file}: {e}")))?;
+        let mut users = BTreeMap::new();
+        for (key, value) in table {
+            let (true, toml::Value::Table(entries)) = (key == "users", value) else {
+                return Err(bad(format!(
+                    "users file {file}: unexpected {key:?}; expected a [users] table of name = \"hash\""
+                )));
+            };
+            for (name, hash) in entries {
+                if !ensemble_proto::acl::valid_user(&name) {
+                    return Err(bad(format!(
+                        "users file {file}: user name {name:?} may hold only letters, digits, . _ - (at most 64)"
+                    )));
+                }
+                let hash = hash
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(format!("users file {file}: {name}'s hash is not a string")))?;
+                argon2::password_hash::PasswordHash::new(&hash).map_err(|e| {
+                    bad(format!(
+                        "users file {file}: {name}'s hash is not a PHC hash string ({e}); make one with `ensemble-server hash-password`"
+                    ))
+                })?;
+                users.insert(name, hash);
+            }
+        }
+        Ok(Users(users))
+    }
 }
 
 /// Parses `ID=PEER_ADDR/CLIENT_ADDR,...`.
@@ -342,6 +417,19 @@ impl Config {
         if max_multi_ops == 0 || max_multi_ops > 1_000_000 {
             return Err(bad("max_multi_ops must be between 1 and 1000000"));
         }
+        let users = match &args.users {
+            Some(path) => Users::load(path)?,
+            None => Users::default(),
+        };
+        if let Some(s) = args.super_user.as_deref().filter(|s| !users.0.contains_key(*s)) {
+            return Err(bad(format!("super_user {s:?} is not in the users file")));
+        }
+        let require_auth = args.require_auth.unwrap_or(false);
+        if require_auth && users.0.is_empty() {
+            return Err(bad(
+                "require_auth is set but no users are configured (--users FILE)",
+            ));
+        }
         let snapshot_entries = args.snapshot_entries.unwrap_or(100_000);
         if snapshot_entries == 0 {
             return Err(bad("snapshot_entries must be greater than 0"));
@@ -387,6 +475,9 @@ impl Config {
             max_data_bytes,
             max_request_bytes,
             max_multi_ops,
+            users,
+            super_user: args.super_user,
+            require_auth,
             snapshot_entries,
             log_keep_entries: args.log_keep_entries.unwrap_or(10_000),
             max_batch,

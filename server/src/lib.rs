@@ -58,6 +58,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std
     if args.get(1).is_some_and(|a| a == "healthcheck") {
         return healthcheck(&args[1..]);
     }
+    if args.get(1).is_some_and(|a| a == "hash-password") {
+        return hash_password(&args[1..]);
+    }
     let args = match config::Args::parse_all(args) {
         Ok(a) => a,
         Err(config::ArgsError::Usage(e)) => return usage(e),
@@ -108,6 +111,47 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std
         }
         Err(e) => {
             eprintln!("ensemble-server: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `ensemble-server hash-password`: reads one password (from the terminal
+/// without echo, or a line of stdin) and prints its argon2 hash, for the
+/// users file. The password never comes from argv, where `ps` shows it.
+fn hash_password(args: &[std::ffi::OsString]) -> std::process::ExitCode {
+    use std::io::{BufRead, IsTerminal, Write};
+    use std::process::ExitCode;
+
+    if args.len() > 1 {
+        eprintln!("usage: ensemble-server hash-password  (reads the password from stdin)");
+        return ExitCode::from(2);
+    }
+    let read = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("password: ")
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map(|_| line)
+    };
+    let line = match read {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("hash-password: can not read the password: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("hash-password: the password is empty");
+        return ExitCode::from(1);
+    }
+    match api::auth::hash_password(password) {
+        Ok(hash) => {
+            let _ = writeln!(std::io::stdout(), "{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hash-password: {e}");
             ExitCode::from(1)
         }
     }

@@ -190,6 +190,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         watches,
         limits,
         config.client_addr.clone(),
+        Arc::new(crate::api::auth::Authenticator::new(
+            &config.users,
+            config.super_user.clone(),
+            config.require_auth,
+        )),
     );
     let peer_service = PeerService::new(consensus.clone(), liveness, config.raft_heartbeat);
 

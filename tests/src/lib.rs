@@ -24,6 +24,9 @@ pub struct ClusterOptions {
     pub snapshot_entries: u64,
     pub log_keep_entries: u64,
     pub extra_args: Vec<String>,
+    /// Extra environment of every node (`RUST_LOG=debug`, say); what
+    /// `start_node_with` passes comes on top.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -36,6 +39,7 @@ impl Default for ClusterOptions {
             snapshot_entries: 100_000,
             log_keep_entries: 10_000,
             extra_args: vec![],
+            env: vec![],
         }
     }
 }
@@ -238,7 +242,7 @@ impl Cluster {
                 std::env::var("ENSEMBLE_TEST_RUST_LOG")
                     .unwrap_or_else(|_| ensemble_server::DEFAULT_LOG_FILTER.into()),
             )
-            .envs(env.iter().map(|(k, v)| (k, v)))
+            .envs(o.env.iter().chain(env).map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
@@ -627,9 +631,18 @@ impl Drop for CliProc {
 
 /// Runs `ensemble-test-cli` to completion with `stdin`; returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], stdin: &str) -> (i32, String, String) {
+    run_cli_env(args, &[], stdin)
+}
+
+/// [`run_cli`] with environment variables (`ENSEMBLE_PASSWORD`, say). The
+/// CLI never inherits the test's own `ENSEMBLE_USER` / `ENSEMBLE_PASSWORD`.
+pub fn run_cli_env(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, String) {
     use std::io::Write;
     let mut child = Command::new(bin("ensemble-test-cli"))
         .args(args)
+        .env_remove("ENSEMBLE_USER")
+        .env_remove("ENSEMBLE_PASSWORD")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -645,5 +658,46 @@ pub fn run_cli(args: &[&str], stdin: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+/// The argon2 hash of `password` for a `--users` file, as
+/// `ensemble-server hash-password` prints it (the password on its stdin).
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(bin("ensemble-test-server"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ensemble-test-server hash-password");
+    if let Some(mut input) = child.stdin.take() {
+        writeln!(input, "{password}").expect("write the password");
+    }
+    let out = child.wait_with_output().expect("hash-password output");
+    assert!(
+        out.status.success(),
+        "hash-password failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hash = String::from_utf8(out.stdout)
+        .expect("UTF-8 hash")
+        .trim()
+        .to_string();
+    assert!(hash.starts_with("$argon2"), "not an argon2 PHC hash: {hash:?}");
+    hash
+}
+
+/// Writes a `--users` file (`[users]`, one `name = "hash"` a user) for
+/// these `(user, password)` pairs into `dir`; returns its path.
+pub fn write_users_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+    let mut text = String::from("[users]\n");
+    for (user, password) in users {
+        text.push_str(&format!("{user} = \"{}\"\n", hash_password(password)));
+    }
+    let path = dir.join("users.toml");
+    std::fs::write(&path, text).expect("write the users file");
+    path
+}
+
 pub mod fault;
 pub mod scrape;

@@ -67,6 +67,7 @@ async fn every_call(
             path: "/victim/forged".into(),
             data: b"x".to_vec(),
             mode: mode as i32,
+            acl: vec![],
         };
         out.push((name, refusal(c.create(req).await)));
     }
@@ -495,7 +496,10 @@ async fn an_oversized_request_is_refused_with_the_limit_not_a_lost_connection() 
     // Any other gRPC client gets Ensemble's own code from the node.
     let mut any = raw(&cluster.endpoint(1)).await;
     let session = any
-        .create_session(pb::CreateSessionRequest { timeout_ms: 10_000 })
+        .create_session(pb::CreateSessionRequest {
+            timeout_ms: 10_000,
+            auth: vec![],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -510,6 +514,7 @@ async fn an_oversized_request_is_refused_with_the_limit_not_a_lost_connection() 
         path: "/huge".into(),
         data: two_mib.clone(),
         mode: 0,
+        acl: vec![],
     };
     let status = any.create(big.clone()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");

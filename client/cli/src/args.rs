@@ -18,6 +18,11 @@ pub(crate) struct Cli {
     /// Session timeout asked for, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub session_timeout: u64,
+    /// Open the session as this user (scheme digest). The password comes
+    /// from ENSEMBLE_PASSWORD or, if that is unset, a prompt on the
+    /// terminal that does not echo; never from the command line.
+    #[arg(long, env = "ENSEMBLE_USER", value_name = "NAME")]
+    pub user: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -79,6 +84,10 @@ pub(crate) enum Op {
         path: String,
         #[arg(default_value = "")]
         data: String,
+        /// The znode's ACL, `scheme:id:perms` entries comma separated
+        /// (default: world:anyone:cdrwa).
+        #[arg(long, value_name = "ACL[,ACL...]")]
+        acl: Option<String>,
     },
     /// Print a znode's data.
     Get { path: String },
@@ -103,6 +112,25 @@ pub(crate) enum Op {
     Stat { path: String },
     /// Make the connected node catch up with the leader.
     Sync { path: String },
+    /// Print a znode's ACL, one `scheme:id:perms` entry per line.
+    Getacl { path: String },
+    /// Replace a znode's ACL.
+    Setacl {
+        path: String,
+        /// `scheme:id:perms` entries, comma separated (`digest:alice:cdrwa,world:anyone:r`).
+        #[arg(value_name = "ACL[,ACL...]")]
+        acl: String,
+        /// Expected ACL version (-1: any).
+        #[arg(short = 'v', long, default_value_t = -1, allow_hyphen_values = true)]
+        aversion: i32,
+    },
+    /// Add an identity to the session (`addauth digest user:password`);
+    /// meant for the shell: on the command line the secret shows in the
+    /// process list, so prefer --user there.
+    Addauth { scheme: String, auth: String },
+    /// Print the session's identities, one `scheme:id` per line (nothing
+    /// for an anonymous session).
+    Whoami,
 }
 
 /// The shell's own grammar.
@@ -157,10 +185,39 @@ mod tests {
         assert_eq!(cli.endpoints, "h:1");
         assert!(matches!(
             cli.command,
-            Command::Op(Op::Create { ephemeral: true, sequential: true, ref path, ref data }) if path == "/a" && data == "x"
+            Command::Op(Op::Create { ephemeral: true, sequential: true, ref path, ref data, acl: None }) if path == "/a" && data == "x"
         ));
         let cli = Cli::try_parse_from(["ensemble", "set", "/a", "d", "-v", "-1"]).unwrap();
         assert!(matches!(cli.command, Command::Op(Op::Set { version: -1, .. })));
+        let cli = Cli::try_parse_from([
+            "ensemble",
+            "--user",
+            "alice",
+            "create",
+            "--acl",
+            "auth::cdrwa",
+            "/b",
+        ])
+        .unwrap();
+        assert_eq!(cli.user.as_deref(), Some("alice"));
+        assert!(matches!(
+            cli.command,
+            Command::Op(Op::Create { acl: Some(ref a), .. }) if a == "auth::cdrwa"
+        ));
+        let cli = Cli::try_parse_from(["ensemble", "setacl", "/b", "world:anyone:r", "-v", "3"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Op(Op::Setacl { aversion: 3, ref acl, .. }) if acl == "world:anyone:r"
+        ));
+        let line = ShellLine::try_parse_from(["addauth", "digest", "bob:pw"]).unwrap();
+        assert!(matches!(
+            line.command,
+            ShellCommand::Op(Op::Addauth { ref scheme, ref auth }) if scheme == "digest" && auth == "bob:pw"
+        ));
+        assert!(matches!(
+            ShellLine::try_parse_from(["whoami"]).unwrap().command,
+            ShellCommand::Op(Op::Whoami)
+        ));
         let e = Cli::try_parse_from(["ensemble", "frobnicate"]).unwrap_err();
         assert!(e.use_stderr(), "usage errors go to stderr (exit 2)");
         let line = ShellLine::try_parse_from(["watch", "/app", "-r"]).unwrap();

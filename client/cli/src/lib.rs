@@ -20,6 +20,7 @@ mod demos;
 mod ops;
 mod shell;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use ensemble_client::{Client, Options};
 use args::{endpoints, Cli, ClusterCommand, Command};
 use cluster::cluster_status;
 use demos::{elect, lock};
-use ops::{run_op, watch};
+use ops::{check_op, run_op, watch};
 use shell::shell;
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -37,7 +38,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if list.is_empty() {
         anyhow::bail!("--endpoints is empty");
     }
-    let options = Options {
+    let mut options = Options {
         session_timeout: Duration::from_millis(cli.session_timeout),
         ..Options::default()
     };
@@ -46,6 +47,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } = cli.command
     {
         return cluster_status(&list).await;
+    }
+    if let Command::Op(op) = &cli.command {
+        check_op(op)?;
+    }
+    if let Some(user) = &cli.user {
+        options = options.with_user(user, &password(user)?);
     }
     let client = Client::connect(&list, options).await?;
     let result = match cli.command {
@@ -62,6 +69,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let _ = client.close().await;
     result
+}
+
+/// The password of `--user`: `ENSEMBLE_PASSWORD`, else asked on the
+/// terminal without echo. Without a terminal there is no one to ask.
+fn password(user: &str) -> anyhow::Result<String> {
+    if let Some(p) = std::env::var_os("ENSEMBLE_PASSWORD") {
+        return p
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("ENSEMBLE_PASSWORD is not valid UTF-8"));
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "--user {user} needs a password: set ENSEMBLE_PASSWORD (stdin is not a terminal to ask on)"
+        );
+    }
+    rpassword::prompt_password(format!("password for {user}: "))
+        .map_err(|e| anyhow::anyhow!("can not read the password from the terminal: {e}"))
 }
 
 /// Runs the CLI with these arguments (the first is the program name).

@@ -1,10 +1,11 @@
-//! The znode commands and `watch`, as the command line and the shell run
-//! them, with the output formats scripts read (`czxid = …`, `WATCH TYPE PATH
-//! zxid=N`).
+//! The znode commands (with the ACL ones: `getacl`, `setacl`, `addauth`,
+//! `whoami`) and `watch`, as the command line and the shell run them, with
+//! the output formats scripts read (`czxid = …`, `WATCH TYPE PATH zxid=N`,
+//! `scheme:id:perms`).
 
 use std::io::Write;
 
-use ensemble_client::{Client, CreateMode, Stat, WatchEvent};
+use ensemble_client::{Acl, Client, CreateMode, Stat, WatchEvent};
 
 use crate::args::Op;
 
@@ -27,6 +28,21 @@ pub(crate) fn print_event(out: &mut impl Write, e: &WatchEvent) -> std::io::Resu
     writeln!(out, "WATCH {} {} zxid={}", e.kind, e.path, e.zxid.0)
 }
 
+/// Parses an ACL argument; a malformed one is `INVALID_ACL`, naming the
+/// problem, and nothing is sent.
+fn acl_list(text: &str) -> anyhow::Result<Vec<Acl>> {
+    Ok(Acl::parse_list(text)?)
+}
+
+/// Checks what can be checked before connecting (the ACL arguments), so a
+/// malformed command fails without opening a session.
+pub(crate) fn check_op(op: &Op) -> anyhow::Result<()> {
+    match op {
+        Op::Create { acl: Some(acl), .. } | Op::Setacl { acl, .. } => acl_list(acl).map(drop),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) async fn run_op(client: &Client, op: Op, out: &mut impl Write) -> anyhow::Result<()> {
     match op {
         Op::Create {
@@ -34,14 +50,18 @@ pub(crate) async fn run_op(client: &Client, op: Op, out: &mut impl Write) -> any
             sequential,
             path,
             data,
+            acl,
         } => {
+            let acl = acl.as_deref().map(acl_list).transpose()?.unwrap_or_default();
             let mode = match (ephemeral, sequential) {
                 (false, false) => CreateMode::Persistent,
                 (true, false) => CreateMode::Ephemeral,
                 (false, true) => CreateMode::PersistentSequential,
                 (true, true) => CreateMode::EphemeralSequential,
             };
-            let created = client.create(&path, data.into_bytes(), mode).await?;
+            let created = client
+                .create_with_acl(&path, data.into_bytes(), mode, &acl)
+                .await?;
             writeln!(out, "{created}")?;
         }
         Op::Get { path } => {
@@ -62,6 +82,20 @@ pub(crate) async fn run_op(client: &Client, op: Op, out: &mut impl Write) -> any
             None => anyhow::bail!("NO_NODE: {path} does not exist"),
         },
         Op::Sync { path } => client.sync(&path).await?,
+        Op::Getacl { path } => {
+            for entry in client.get_acl(&path).await?.0 {
+                writeln!(out, "{entry}")?;
+            }
+        }
+        Op::Setacl { path, acl, aversion } => {
+            client.set_acl(&path, &acl_list(&acl)?, aversion).await?;
+        }
+        Op::Addauth { scheme, auth } => client.add_auth(&scheme, auth.as_bytes()).await?,
+        Op::Whoami => {
+            for identity in client.who_am_i().await? {
+                writeln!(out, "{identity}")?;
+            }
+        }
     }
     out.flush()?;
     Ok(())

@@ -57,6 +57,10 @@ requests! {
     AddWatchRequest => AddWatch(AddWatchResponse), idempotent: true;
     RemoveWatchesRequest => RemoveWatches(RemoveWatchesResponse), idempotent: true;
     CloseSessionRequest => Close(CloseSessionResponse), idempotent: true;
+    GetAclRequest => GetAcl(GetAclResponse), idempotent: true;
+    SetAclRequest => SetAcl(SetAclResponse), idempotent: false;
+    AddAuthRequest => AddAuth(AddAuthResponse), idempotent: false;
+    WhoAmIRequest => WhoAmI(WhoAmIResponse), idempotent: true;
 }
 
 impl Client {

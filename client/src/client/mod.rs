@@ -1,6 +1,6 @@
 //! The [`Client`]: a handle on one session. Opening it is `open.rs`, the
 //! typed request/reply plumbing `call.rs`, the znode operations
-//! `znodes.rs`, the watch operations `watching.rs` and atomic multis
+//! `znodes.rs`, ACLs and identities `access.rs`, the watch operations `watching.rs` and atomic multis
 //! `crate::multi`; the connection itself is the session task's
 //! (`crate::session`).
 //!
@@ -8,6 +8,7 @@
 //! answers only once it is at least that new: the client never goes back in
 //! time, even after moving to another node.
 
+mod access;
 mod call;
 mod open;
 mod watching;

@@ -39,6 +39,14 @@ impl Client {
             for (i, c) in clients.iter().enumerate() {
                 let mut req = tonic::Request::new(pb::CreateSessionRequest {
                     timeout_ms: options.session_timeout.as_millis().min(u32::MAX as u128) as u32,
+                    auth: options
+                        .credentials
+                        .iter()
+                        .map(|(scheme, auth)| pb::AuthInfo {
+                            scheme: scheme.clone(),
+                            auth: auth.clone(),
+                        })
+                        .collect(),
                 });
                 req.set_timeout(options.request_timeout);
                 match c.clone().create_session(req).await {
@@ -57,6 +65,15 @@ impl Client {
                     }
                     Err(status) => {
                         let e = Error::from_status(status);
+                        if e.code() == crate::ErrorCode::AuthFailed {
+                            // Terminal: every node checks the same users, so
+                            // asking another would only repeat the refusal.
+                            if let Some(l) = &options.listener {
+                                let _ = l.send(StateEvent::State(SessionState::Connecting));
+                                let _ = l.send(StateEvent::State(SessionState::AuthFailed));
+                            }
+                            return Err(e);
+                        }
                         if !e.try_elsewhere() {
                             return Err(e);
                         }

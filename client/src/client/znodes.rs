@@ -39,6 +39,7 @@ impl Client {
                 path: self.full_path(path, mode.is_sequential())?,
                 data,
                 mode: pb::CreateMode::from(mode) as i32,
+                acl: vec![],
             })
             .await?;
         Ok((self.chroot().strip(r.path), convert::stat(r.stat)))

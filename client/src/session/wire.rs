@@ -22,7 +22,10 @@ pub(super) fn zxid_of(r: &Resp) -> u64 {
         Resp::Sync(r) => r.zxid,
         Resp::AddWatch(r) => r.zxid,
         Resp::SetWatches(r) => r.zxid,
-        Resp::RemoveWatches(_) | Resp::Error(_) | Resp::Event(_) => 0,
+        Resp::GetAcl(r) => r.zxid,
+        Resp::SetAcl(r) => r.zxid,
+        Resp::AddAuth(r) => r.zxid,
+        Resp::RemoveWatches(_) | Resp::WhoAmI(_) | Resp::Error(_) | Resp::Event(_) => 0,
     }
 }
 
@@ -41,6 +44,10 @@ pub(super) fn stamp(req: &mut Req, header: pb::RequestHeader) {
         Req::Children(r) => r.header = h,
         Req::Multi(r) => r.header = h,
         Req::Sync(r) => r.header = h,
+        Req::GetAcl(r) => r.header = h,
+        Req::SetAcl(r) => r.header = h,
+        Req::AddAuth(r) => r.header = h,
+        Req::WhoAmI(r) => r.header = h,
         Req::AddWatch(_) | Req::RemoveWatches(_) | Req::SetWatches(_) => {}
     }
 }

@@ -4,7 +4,8 @@
 use ensemble_proto::path;
 use ensemble_proto::v1 as pb;
 
-use crate::state::{Op, OpOutput, Refusal, Stat};
+use crate::state::acl::AclEntry;
+use crate::state::{ErrorCode, Op, OpOutput, Refusal, Stat};
 
 /// The wire form of a stat.
 pub fn stat(s: &Stat) -> pb::Stat {
@@ -50,15 +51,72 @@ pub fn create_mode(mode: i32) -> Result<(bool, bool), Refusal> {
 }
 
 /// A checked create op.
-pub fn create_op(p: String, data: Vec<u8>, mode: i32, max_data: usize) -> Result<Op, Refusal> {
+pub fn create_op(
+    p: String,
+    data: Vec<u8>,
+    mode: i32,
+    acl: Vec<pb::Acl>,
+    max_data: usize,
+) -> Result<Op, Refusal> {
     let (ephemeral, sequential) = create_mode(mode)?;
     check_path(&p, sequential)?;
     check_data(&p, &data, max_data)?;
     Ok(Op::Create {
+        acl: acl_in(&p, acl, true)?,
         path: p,
         data,
         ephemeral,
         sequential,
+    })
+}
+
+/// Checks a requested ACL: every entry valid, not too many; INVALID_ACL
+/// names the path and the fault. Empty is the open ACL for a create, and
+/// invalid for set_acl (as in ZooKeeper).
+pub fn acl_in(p: &str, acl: Vec<pb::Acl>, empty_ok: bool) -> Result<Vec<AclEntry>, Refusal> {
+    let invalid = |why: String| Refusal::new(ErrorCode::InvalidAcl, format!("{p}: {why}"));
+    if acl.is_empty() && !empty_ok {
+        return Err(invalid("an ACL needs at least one entry".into()));
+    }
+    if acl.len() > ensemble_proto::acl::MAX_ENTRIES {
+        return Err(invalid(format!(
+            "the ACL has {} entries; the limit is {}",
+            acl.len(),
+            ensemble_proto::acl::MAX_ENTRIES
+        )));
+    }
+    acl.into_iter()
+        .map(|a| {
+            ensemble_proto::acl::validate(&a.scheme, &a.id, a.perms).map_err(invalid)?;
+            Ok(AclEntry {
+                perms: a.perms,
+                scheme: a.scheme,
+                id: a.id,
+            })
+        })
+        .collect()
+}
+
+/// A stored ACL as clients see it: the open one is `world:anyone:cdrwa`.
+pub fn acl_out(acl: &[AclEntry]) -> Vec<pb::Acl> {
+    let open = [AclEntry::open()];
+    let acl = if acl.is_empty() { &open[..] } else { acl };
+    acl.iter()
+        .map(|e| pb::Acl {
+            perms: e.perms,
+            scheme: e.scheme.clone(),
+            id: e.id.clone(),
+        })
+        .collect()
+}
+
+/// A checked set_acl.
+pub fn set_acl_op(p: String, acl: Vec<pb::Acl>, aversion: i32) -> Result<Op, Refusal> {
+    check_path(&p, false)?;
+    Ok(Op::SetAcl {
+        acl: acl_in(&p, acl, false)?,
+        path: p,
+        version: aversion,
     })
 }
 
@@ -90,7 +148,7 @@ pub fn check_op(p: String, version: i32) -> Result<Op, Refusal> {
 pub fn multi_op(i: usize, op: pb::Op, max_data: usize) -> Result<Op, Refusal> {
     let checked = match op.op {
         Some(pb::op::Op::Check(c)) => check_op(c.path, c.expected_version),
-        Some(pb::op::Op::Create(c)) => create_op(c.path, c.data, c.mode, max_data),
+        Some(pb::op::Op::Create(c)) => create_op(c.path, c.data, c.mode, c.acl, max_data),
         Some(pb::op::Op::Set(s)) => set_op(s.path, s.data, s.expected_version, max_data),
         Some(pb::op::Op::Delete(d)) => delete_op(d.path, d.expected_version),
         None => Err(Refusal::bad_arguments("op is empty")),
@@ -109,6 +167,8 @@ pub fn op_result(out: OpOutput) -> pb::OpResult {
         }),
         OpOutput::Set { stat: s } => R::Set(pb::SetResult { stat: Some(stat(&s)) }),
         OpOutput::Delete => R::Delete(pb::DeleteResult {}),
+        // A multi carries no set_acl; were it to, its stat is what it returns.
+        OpOutput::SetAcl { stat: s } => R::Set(pb::SetResult { stat: Some(stat(&s)) }),
     };
     pb::OpResult { result: Some(result) }
 }

@@ -7,9 +7,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use super::calls::SessionCall;
+use super::calls::{Caller, SessionCall};
 use super::service::ClientService;
-use super::watches::{StreamId, WatchHub};
+use super::watches::WatchHub;
 use crate::metrics::{self, Op};
 use crate::state::Refusal;
 
@@ -17,9 +17,9 @@ use crate::state::Refusal;
 pub(crate) async fn call<C: SessionCall>(
     request: C,
     svc: &ClientService,
-    stream: Option<StreamId>,
+    caller: Caller,
 ) -> Result<C::Reply, Refusal> {
-    record(C::METRIC, request.call(svc, stream)).await
+    record(C::METRIC, request.call(svc, caller)).await
 }
 
 /// Records request `op` whose answer `answer` yields.

@@ -3,6 +3,7 @@
 //! - [`service`]: session setup and the tonic methods; [`calls`]: every
 //!   request that acts for a session, once; [`session_stream`]: the
 //!   per-session ordered stream.
+//! - [`auth`]: who a session is (users, password checks).
 //! - [`admission`]: whether this member may serve a session's call (where
 //!   the caller proves the session).
 //! - [`watches`]: where a watch is fired.
@@ -12,6 +13,7 @@
 //!   request is counted and timed.
 
 pub mod admission;
+pub mod auth;
 pub mod calls;
 pub mod convert;
 pub mod limits;

@@ -15,7 +15,8 @@ use rand::RngCore;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug_span, field, Instrument, Span};
 
-use super::calls::SessionCall;
+use super::auth::Authenticator;
+use super::calls::{Caller, SessionCall};
 use super::refusal::{self, not_proven, unexpected};
 use super::watches::WatchHub;
 use crate::consensus::Consensus;
@@ -46,6 +47,8 @@ pub struct ClientService {
     pub(super) limits: Limits,
     /// This member's client address, for status.
     pub(super) client_addr: String,
+    /// Checks credentials.
+    pub(super) auth: Arc<Authenticator>,
 }
 
 /// A span for one request; session and zxid are filled in as they are known.
@@ -61,6 +64,7 @@ impl ClientService {
         watches: Arc<WatchHub>,
         limits: Limits,
         client_addr: String,
+        auth: Arc<Authenticator>,
     ) -> Self {
         ClientService {
             consensus,
@@ -68,6 +72,7 @@ impl ClientService {
             watches,
             limits,
             client_addr,
+            auth,
         }
     }
 
@@ -78,8 +83,32 @@ impl ClientService {
     async fn create_session(
         &self,
         req: pb::CreateSessionRequest,
+        ip: Option<std::net::IpAddr>,
     ) -> Result<pb::CreateSessionResponse, Refusal> {
         self.ensure_in_quorum()?;
+        if req.auth.len() > crate::state::acl::MAX_IDENTITIES {
+            return Err(Refusal::bad_arguments(format!(
+                "{} credentials; the limit is {}",
+                req.auth.len(),
+                crate::state::acl::MAX_IDENTITIES
+            )));
+        }
+        let mut identities = Vec::new();
+        for info in &req.auth {
+            for identity in self.auth.verify(info, ip).await? {
+                if !identities.contains(&identity) {
+                    identities.push(identity);
+                }
+            }
+        }
+        if identities.is_empty() && self.auth.required() {
+            crate::metrics::auth_failed();
+            tracing::warn!(from = ?ip, "session refused: authentication is required");
+            return Err(Refusal::new(
+                crate::state::ErrorCode::AuthFailed,
+                "this cluster requires authentication: open the session with a user's credentials",
+            ));
+        }
         let (min, max) = self.limits.session_timeout;
         let timeout_ms = (req.timeout_ms as u64).clamp(min.as_millis() as u64, max.as_millis() as u64) as u32;
         let mut secret = vec![0u8; 16];
@@ -87,6 +116,7 @@ impl ClientService {
         let command = Command::CreateSession {
             secret: Secret::new(secret.clone()),
             timeout_ms,
+            identities,
         };
         match self.consensus.router.submit(command).await? {
             (
@@ -132,9 +162,14 @@ impl ClientService {
     }
 
     /// Serves one unary call in its span.
-    async fn unary<C: SessionCall>(&self, req: C) -> Result<Response<C::Reply>, Status> {
+    async fn unary<C: SessionCall>(&self, request: Request<C>) -> Result<Response<C::Reply>, Status> {
+        let caller = Caller {
+            stream: None,
+            ip: request.remote_addr().map(|a| a.ip()),
+        };
+        let req = request.into_inner();
         let span = span(C::OP, req.path());
-        super::metered::call(req, self, None)
+        super::metered::call(req, self, caller)
             .instrument(span)
             .await
             .map(Response::new)
@@ -154,14 +189,16 @@ macro_rules! client_api {
                 &self,
                 request: Request<Streaming<pb::SessionRequest>>,
             ) -> Result<Response<Self::SessionStream>, Status> {
-                Ok(Response::new(super::session_stream::start(self.clone(), request.into_inner())))
+                let ip = request.remote_addr().map(|a| a.ip());
+                Ok(Response::new(super::session_stream::start(self.clone(), request.into_inner(), ip)))
             }
 
             async fn create_session(
                 &self,
                 request: Request<pb::CreateSessionRequest>,
             ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-                super::metered::record(Op::CreateSession, self.create_session(request.into_inner()))
+                let ip = request.remote_addr().map(|a| a.ip());
+                super::metered::record(Op::CreateSession, self.create_session(request.into_inner(), ip))
                     .instrument(span("create_session", ""))
                     .await
                     .map(Response::new)
@@ -188,7 +225,7 @@ macro_rules! client_api {
 
             $(
                 async fn $method(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
-                    self.unary(request.into_inner()).await
+                    self.unary(request).await
                 }
             )*
         }
@@ -206,4 +243,8 @@ client_api! {
     children: pb::ChildrenRequest => pb::ChildrenResponse;
     multi: pb::MultiRequest => pb::MultiResponse;
     sync: pb::SyncRequest => pb::SyncResponse;
+    get_acl: pb::GetAclRequest => pb::GetAclResponse;
+    set_acl: pb::SetAclRequest => pb::SetAclResponse;
+    add_auth: pb::AddAuthRequest => pb::AddAuthResponse;
+    who_am_i: pb::WhoAmIRequest => pb::WhoAmIResponse;
 }

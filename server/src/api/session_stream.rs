@@ -19,7 +19,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Status, Streaming};
 use tracing::{debug, Instrument};
 
-use super::calls::SessionCall;
+use super::calls::{Caller, SessionCall};
 use super::convert::check_path;
 use super::refusal::stream_reply;
 use super::service::{span, ClientService};
@@ -34,9 +34,13 @@ const OUTBOUND_CAPACITY: usize = 16 * 1024;
 pub type Outbound = Pin<Box<dyn Stream<Item = Result<pb::SessionResponse, Status>> + Send>>;
 
 /// Starts serving one session stream.
-pub fn start(svc: ClientService, inbound: Streaming<pb::SessionRequest>) -> Outbound {
+pub fn start(
+    svc: ClientService,
+    inbound: Streaming<pb::SessionRequest>,
+    ip: Option<std::net::IpAddr>,
+) -> Outbound {
     let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
-    tokio::spawn(run(svc, inbound, tx));
+    tokio::spawn(run(svc, inbound, tx, ip));
     Box::pin(ReceiverStream::new(rx).map(|m: Box<pb::SessionResponse>| Ok(*m)))
 }
 
@@ -61,9 +65,18 @@ struct Bound {
     session_id: SessionId,
     secret: Vec<u8>,
     stream: StreamId,
+    /// The client's address, for `ip` ACL entries.
+    ip: Option<std::net::IpAddr>,
 }
 
 impl Bound {
+    fn caller(&self) -> Caller {
+        Caller {
+            stream: Some(self.stream),
+            ip: self.ip,
+        }
+    }
+
     /// Pins a message's header to the stream's session, keeping the
     /// client's last zxid.
     fn pin(&self, header: &mut Option<pb::RequestHeader>) {
@@ -79,7 +92,7 @@ impl Bound {
     async fn serve<C: SessionCall>(&self, svc: &ClientService, mut req: C) -> (Resp, bool) {
         self.pin(req.header());
         let span = span(C::OP, req.path());
-        let answer = super::metered::call(req, svc, Some(self.stream))
+        let answer = super::metered::call(req, svc, self.caller())
             .instrument(span)
             .await;
         let ends = C::ends_stream(&answer);
@@ -114,7 +127,12 @@ async fn resume(svc: &ClientService, first: pb::SessionRequest) -> (Resp, Option
     }
 }
 
-async fn run(svc: ClientService, mut inbound: Streaming<pb::SessionRequest>, tx: Outgoing) {
+async fn run(
+    svc: ClientService,
+    mut inbound: Streaming<pb::SessionRequest>,
+    tx: Outgoing,
+    ip: Option<std::net::IpAddr>,
+) {
     let first = match inbound.message().await {
         Ok(Some(m)) => m,
         _ => return,
@@ -130,6 +148,7 @@ async fn run(svc: ClientService, mut inbound: Streaming<pb::SessionRequest>, tx:
         session_id,
         secret,
         stream,
+        ip,
     };
     debug!(session = %session_id, stream, "session stream open");
 
@@ -203,7 +222,11 @@ async fn dispatch(svc: &ClientService, bound: &Bound, msg: pb::SessionRequest) -
         Req::Children(r) => bound.serve(svc, r).await,
         Req::Multi(r) => bound.serve(svc, r).await,
         Req::Sync(r) => bound.serve(svc, r).await,
-        Req::AddWatch(r) => (answer(add_watch(svc, stream, r), Resp::AddWatch), false),
+        Req::GetAcl(r) => bound.serve(svc, r).await,
+        Req::SetAcl(r) => bound.serve(svc, r).await,
+        Req::AddAuth(r) => bound.serve(svc, r).await,
+        Req::WhoAmI(r) => bound.serve(svc, r).await,
+        Req::AddWatch(r) => (answer(add_watch(svc, bound, r), Resp::AddWatch), false),
         Req::RemoveWatches(r) => (answer(remove_watches(svc, stream, r), Resp::RemoveWatches), false),
         Req::SetWatches(r) => {
             let state = svc.consensus.replica.read();
@@ -235,9 +258,11 @@ fn watch_kinds(mode: i32, any: bool) -> Result<&'static [WatchKind], Refusal> {
     }
 }
 
+/// A persistent watch needs READ on the znode if it exists (as in
+/// ZooKeeper): its events name what changes under it.
 fn add_watch(
     svc: &ClientService,
-    stream: StreamId,
+    bound: &Bound,
     r: pb::AddWatchRequest,
 ) -> Result<pb::AddWatchResponse, Refusal> {
     check_path(&r.path, false)?;
@@ -252,7 +277,14 @@ fn add_watch(
     };
     // Under the read lock, so the zxid returned is exactly where events start.
     let state = svc.consensus.replica.read();
-    svc.watches.add(stream, &r.path, kind);
+    if let Some(z) = state.tree.get(&r.path) {
+        super::calls::who(&state, bound.session_id, bound.caller()).check(
+            &z.acl,
+            ensemble_proto::acl::READ,
+            &r.path,
+        )?;
+    }
+    svc.watches.add(bound.stream, &r.path, kind);
     Ok(pb::AddWatchResponse { zxid: state.zxid().0 })
 }
 

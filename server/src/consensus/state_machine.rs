@@ -257,7 +257,7 @@ impl StateMachineStore {
 }
 
 fn decode_state(meta: &SnapshotMeta<NodeId, PeerNode>, data: &[u8]) -> Result<ZState, StorageError> {
-    bincode::deserialize(data)
+    ZState::decode(data)
         .map_err(|e| io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))
 }
 
@@ -270,7 +270,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let replica = self.replica.clone();
         let encoded = tokio::task::spawn_blocking(move || {
             let state = replica.read();
-            bincode::serialize(&*state).map(|data| (data, state.last_applied, state.last_membership.clone()))
+            state
+                .encode()
+                .map(|data| (data, state.last_applied, state.last_membership.clone()))
         })
         .await
         .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;

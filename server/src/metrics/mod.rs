@@ -63,11 +63,19 @@ pub enum Op {
     CreateSession,
     /// Attaching to a session (unary or the session stream's first message).
     ResumeSession,
+    /// Reading a znode's ACL.
+    GetAcl,
+    /// Replacing a znode's ACL.
+    SetAcl,
+    /// Adding an identity to a session.
+    AddAuth,
+    /// Asking a session's identities.
+    WhoAmI,
 }
 
 impl Op {
     /// Every operation, in the order of its series.
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 16] = [
         Op::Heartbeat,
         Op::Close,
         Op::Create,
@@ -80,6 +88,10 @@ impl Op {
         Op::Children,
         Op::CreateSession,
         Op::ResumeSession,
+        Op::GetAcl,
+        Op::SetAcl,
+        Op::AddAuth,
+        Op::WhoAmI,
     ];
 
     /// The `op` label: the operation's name in request spans.
@@ -97,6 +109,10 @@ impl Op {
             Op::Children => "children",
             Op::CreateSession => "create_session",
             Op::ResumeSession => "resume_session",
+            Op::GetAcl => "get_acl",
+            Op::SetAcl => "set_acl",
+            Op::AddAuth => "add_auth",
+            Op::WhoAmI => "who_am_i",
         }
     }
 }
@@ -207,6 +223,7 @@ families! {
     sessions_created: Counter = Counter::default(), "sessions_created", None, "Sessions created by the entries this member applied";
     sessions_closed: Counter = Counter::default(), "sessions_closed", None, "Sessions closed by their clients, in the entries this member applied";
     sessions_expired: Counter = Counter::default(), "sessions_expired", None, "Sessions expired by the leader, in the entries this member applied";
+    auth_failures: Counter = Counter::default(), "auth_failures", None, "Credentials this member rejected (at session open or add_auth)";
     touches: Counter = Counter::default(), "touches", None, "Signs of life of sessions recorded by this member (heartbeats and every other proven request)";
     heartbeats_coalesced: Histogram = Histogram::new(COUNTS, 1.0), "heartbeats_coalesced", None, "Session heartbeats coalesced into one replicated Heartbeats entry proposed by this member as leader";
 }
@@ -329,6 +346,11 @@ pub fn sessions_applied(created: u64, closed: u64, expired: u64) {
     m.f.sessions_created.inc_by(created);
     m.f.sessions_closed.inc_by(closed);
     m.f.sessions_expired.inc_by(expired);
+}
+
+/// This member rejected credentials.
+pub fn auth_failed() {
+    METRICS.f.auth_failures.inc();
 }
 
 /// A client of this member showed its session alive.

@@ -3,16 +3,20 @@
 //! is applied). Same log in, same state out: nothing here reads a clock, a
 //! random source or anything node-local.
 
+use std::net::IpAddr;
+
+use ensemble_proto::acl::{ADMIN, CREATE, DELETE, READ, WRITE};
 use ensemble_proto::{path, SessionId, Zxid};
 use openraft::{LogId, Membership, StoredMembership};
 use serde::{Deserialize, Serialize};
 
+use super::acl::{self, AclEntry, Identity, Who};
 use super::change::{Change, ChangeKind};
 use super::command::{Batch, BatchOutcome, Command, Op, OpOutput, Outcome};
 use super::error::{ErrorCode, Refusal};
 use super::members::{NodeId, PeerNode};
 use super::sessions::{Session, SessionTable};
-use super::tree::{Tree, Undo};
+use super::tree::{create_parent, Tree, Undo};
 
 /// Session ids are `zxid << SESSION_ID_SHIFT | position in the batch`.
 pub const SESSION_ID_SHIFT: u32 = 16;
@@ -113,6 +117,12 @@ impl ZState {
             }
             d.u64(s.ephemeral_owner.0);
             d.u64(znode.child_seq);
+            // Only a non-open ACL counts, so states from before ACLs keep their digest.
+            for e in &znode.acl {
+                d.u64(e.perms as u64);
+                d.bytes(e.scheme.as_bytes());
+                d.bytes(e.id.as_bytes());
+            }
         }
         for (id, session) in self.sessions.iter() {
             d.u64(id.0);
@@ -120,6 +130,10 @@ impl ZState {
             d.u64(session.ephemerals.len() as u64);
             for e in &session.ephemerals {
                 d.bytes(e.as_bytes());
+            }
+            for i in &session.identities {
+                d.bytes(i.scheme.as_bytes());
+                d.bytes(i.id.as_bytes());
             }
         }
         d.0.finish()
@@ -169,26 +183,22 @@ impl ZState {
         effects: &mut Effects,
     ) -> Outcome {
         match cmd {
-            Command::CreateSession { secret, timeout_ms } => {
-                let session_id =
-                    SessionId((zxid.0 << SESSION_ID_SHIFT) | (pos as u64 & (MAX_BATCH as u64 - 1)));
-                self.sessions.insert(
-                    session_id,
-                    Session {
-                        secret: secret.clone(),
-                        timeout_ms: *timeout_ms,
-                        ephemerals: Default::default(),
-                    },
-                );
-                effects.touched.push(Alive {
-                    session_id,
-                    timeout_ms: *timeout_ms,
-                    zxid,
-                    age_ms: 0,
-                });
-                Outcome::SessionCreated {
-                    session_id,
-                    timeout_ms: *timeout_ms,
+            Command::CreateSessionBare { secret, timeout_ms } => {
+                self.create_session(zxid, pos, secret, *timeout_ms, vec![], effects)
+            }
+            Command::CreateSession {
+                secret,
+                timeout_ms,
+                identities,
+            } => self.create_session(zxid, pos, secret, *timeout_ms, identities.clone(), effects),
+            Command::AddIdentity { session_id, identity } => {
+                match self.sessions.add_identity(*session_id, identity.clone()) {
+                    None => Outcome::Failed(session_expired(*session_id)),
+                    Some(true) => Outcome::Done,
+                    Some(false) => Outcome::Failed(Refusal::bad_arguments(format!(
+                        "session {session_id} already holds {} identities, the most allowed",
+                        acl::MAX_IDENTITIES
+                    ))),
                 }
             }
             Command::Heartbeats { sessions } => {
@@ -219,12 +229,49 @@ impl ZState {
                 }
                 Outcome::Done
             }
+            Command::TxnNoAddress {
+                session_id,
+                ops,
+                multi,
+            } => self.apply_txn(zxid, time_ms, *session_id, ops, *multi, None, effects),
             Command::Txn {
                 session_id,
                 ops,
                 multi,
-            } => self.apply_txn(zxid, time_ms, *session_id, ops, *multi, effects),
+                client_ip,
+            } => self.apply_txn(zxid, time_ms, *session_id, ops, *multi, *client_ip, effects),
             Command::Sync => Outcome::Done,
+        }
+    }
+
+    fn create_session(
+        &mut self,
+        zxid: Zxid,
+        pos: usize,
+        secret: &super::sessions::Secret,
+        timeout_ms: u32,
+        identities: Vec<Identity>,
+        effects: &mut Effects,
+    ) -> Outcome {
+        let session_id = SessionId((zxid.0 << SESSION_ID_SHIFT) | (pos as u64 & (MAX_BATCH as u64 - 1)));
+        self.sessions.insert(
+            session_id,
+            Session {
+                secret: secret.clone(),
+                timeout_ms,
+                ephemerals: Default::default(),
+                identities,
+            },
+        );
+        effects.touched.push(Alive {
+            session_id,
+            timeout_ms,
+            zxid,
+            age_ms: 0,
+        });
+        Outcome::SessionCreated {
+            session_id,
+            timeout_ms,
         }
     }
 
@@ -254,6 +301,7 @@ impl ZState {
         true
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn apply_txn(
         &mut self,
         zxid: Zxid,
@@ -261,11 +309,17 @@ impl ZState {
         session_id: SessionId,
         ops: &[Op],
         multi: bool,
+        client_ip: Option<IpAddr>,
         effects: &mut Effects,
     ) -> Outcome {
-        if !self.sessions.contains(session_id) {
+        let Some(session) = self.sessions.get(session_id) else {
             return Outcome::Failed(session_expired(session_id));
-        }
+        };
+        let who = Who {
+            session_id,
+            identities: &session.identities,
+            ip: client_ip,
+        };
         let mut txn = Txn {
             zxid,
             time_ms,
@@ -276,7 +330,7 @@ impl ZState {
         };
         let mut outputs = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
-            match txn.apply(&mut self.tree, op) {
+            match txn.apply(&mut self.tree, op, &who) {
                 Ok(out) => outputs.push(out),
                 Err(refusal) => {
                     if let Some(undo) = txn.undo {
@@ -311,44 +365,70 @@ struct Txn {
     changes: Vec<Change>,
 }
 
+/// Checks that `who` may do `op`, after the checks ZooKeeper makes first:
+/// a missing znode (or parent) is NO_NODE, not NO_AUTH.
+fn authorize(tree: &Tree, op: &Op, who: &Who) -> Result<(), Refusal> {
+    let on = |path: &str, mask: u32| match tree.get(path) {
+        Some(z) => who.check(&z.acl, mask, path),
+        None => Ok(()),
+    };
+    match op {
+        Op::Check { path, .. } => on(path, READ),
+        Op::Set { path, .. } => on(path, WRITE),
+        Op::SetAcl { path, .. } => on(path, ADMIN),
+        Op::Create { path, sequential, .. } | Op::CreateOpen { path, sequential, .. } => {
+            on(create_parent(path, *sequential).0, CREATE)
+        }
+        Op::Delete { path, .. } if tree.get(path).is_some() => on(path::split(path).0, DELETE),
+        Op::Delete { .. } => Ok(()),
+    }
+}
+
 impl Txn {
-    fn apply(&mut self, tree: &mut Tree, op: &Op) -> Result<OpOutput, Refusal> {
+    fn apply(&mut self, tree: &mut Tree, op: &Op, who: &Who) -> Result<OpOutput, Refusal> {
+        authorize(tree, op, who)?;
         let zxid = self.zxid;
+        if let Some(c) = op.as_create() {
+            let (path, ephemeral) = (c.path, c.ephemeral);
+            let acl: Vec<AclEntry> = acl::resolve(c.acl, who.identities)?;
+            let owner = if ephemeral { self.session_id } else { SessionId(0) };
+            let out = tree.create(
+                zxid,
+                self.time_ms,
+                path,
+                c.data.to_vec(),
+                owner,
+                c.sequential,
+                acl,
+                self.undo.as_mut(),
+            )?;
+            if let OpOutput::Create { path: created, .. } = &out {
+                if ephemeral {
+                    self.owned.push((true, owner, created.clone()));
+                }
+                self.changes.push(Change {
+                    zxid,
+                    path: created.clone(),
+                    kind: ChangeKind::Created,
+                });
+                self.changes.push(Change {
+                    zxid,
+                    path: path::split(created).0.to_string(),
+                    kind: ChangeKind::ChildrenChanged,
+                });
+            }
+            return Ok(out);
+        }
         match op {
             Op::Check { path, version } => tree.check(path, *version),
-            Op::Create {
-                path,
-                data,
-                ephemeral,
-                sequential,
-            } => {
-                let owner = if *ephemeral { self.session_id } else { SessionId(0) };
-                let out = tree.create(
-                    zxid,
-                    self.time_ms,
-                    path,
-                    data.clone(),
-                    owner,
-                    *sequential,
-                    self.undo.as_mut(),
-                )?;
-                if let OpOutput::Create { path: created, .. } = &out {
-                    if *ephemeral {
-                        self.owned.push((true, owner, created.clone()));
-                    }
-                    self.changes.push(Change {
-                        zxid,
-                        path: created.clone(),
-                        kind: ChangeKind::Created,
-                    });
-                    self.changes.push(Change {
-                        zxid,
-                        path: path::split(created).0.to_string(),
-                        kind: ChangeKind::ChildrenChanged,
-                    });
-                }
-                Ok(out)
+            Op::SetAcl { path, acl, version } => {
+                let acl = acl::resolve(acl, who.identities)?;
+                tree.set_acl(path, acl, *version, self.undo.as_mut())
             }
+            Op::Create { .. } | Op::CreateOpen { .. } => Err(Refusal::new(
+                ErrorCode::SystemError,
+                "a create was not taken as one",
+            )),
             Op::Set { path, data, version } => {
                 let out = tree.set(
                     zxid,
@@ -390,6 +470,7 @@ mod tests {
 
     use super::*;
     use crate::state::sessions::Secret;
+    use ensemble_proto::acl::ALL;
 
     fn log_id(index: u64) -> LogId<NodeId> {
         LogId::new(CommittedLeaderId::new(1, 1), index)
@@ -418,6 +499,7 @@ mod tests {
             data: vec![],
             ephemeral,
             sequential,
+            acl: vec![],
         }
     }
 
@@ -426,6 +508,7 @@ mod tests {
             session_id,
             ops,
             multi,
+            client_ip: None,
         }
     }
 
@@ -436,6 +519,7 @@ mod tests {
             vec![Command::CreateSession {
                 secret: Secret::new(vec![1]),
                 timeout_ms: 5000,
+                identities: vec![],
             }],
         )[0]
         {
@@ -560,6 +644,7 @@ mod tests {
             vec![Command::CreateSession {
                 secret: Secret::new(vec![7]),
                 timeout_ms: 3000,
+                identities: vec![],
             }],
             vec![txn(
                 SessionId(1 << SESSION_ID_SHIFT),
@@ -671,4 +756,126 @@ mod tests {
     }
 
     const EXPECTED_DIGEST: u64 = 0xa2ab_afb4_0c47_36ce;
+
+    fn acl(scheme: &str, id: &str, perms: u32) -> AclEntry {
+        AclEntry {
+            perms,
+            scheme: scheme.into(),
+            id: id.into(),
+        }
+    }
+
+    /// Writes are checked when applied: the same entry is refused on every
+    /// replica alike, changes nothing, and `auth` becomes the creator.
+    #[test]
+    fn a_write_is_checked_against_the_acl_when_applied() {
+        let mut state = ZState::default();
+        let alice = vec![Identity {
+            scheme: "digest".into(),
+            id: "alice:H".into(),
+        }];
+        let owner = match &apply(
+            &mut state,
+            1,
+            vec![Command::CreateSession {
+                secret: Secret::new(vec![1]),
+                timeout_ms: 5000,
+                identities: alice,
+            }],
+        )[0]
+        {
+            Outcome::SessionCreated { session_id, .. } => *session_id,
+            other => panic!("{other:?}"),
+        };
+        let other = open_session(&mut state, 2);
+        let mut mine = create("/mine", false, false);
+        if let Op::Create { acl: a, .. } = &mut mine {
+            *a = vec![acl("auth", "", READ | CREATE), acl("world", "anyone", READ)];
+        }
+        assert!(matches!(
+            &apply(&mut state, 3, vec![txn(owner, vec![mine], false)])[0],
+            Outcome::Txn(_)
+        ));
+        assert_eq!(
+            state.tree.get("/mine").unwrap().acl,
+            vec![
+                acl("digest", "alice", READ | CREATE),
+                acl("world", "anyone", READ)
+            ]
+        );
+        let before = state.digest();
+        for (who, op, want) in [
+            (other, create("/mine/x", false, false), Some(ErrorCode::NoAuth)),
+            (
+                other,
+                Op::Set {
+                    path: "/mine".into(),
+                    data: vec![1],
+                    version: -1,
+                },
+                Some(ErrorCode::NoAuth),
+            ),
+            (
+                owner,
+                Op::Set {
+                    path: "/mine".into(),
+                    data: vec![1],
+                    version: -1,
+                },
+                Some(ErrorCode::NoAuth),
+            ),
+            (
+                owner,
+                Op::SetAcl {
+                    path: "/mine".into(),
+                    acl: vec![],
+                    version: -1,
+                },
+                Some(ErrorCode::NoAuth),
+            ),
+            (other, create("/nope/x", false, false), Some(ErrorCode::NoNode)),
+        ] {
+            match &apply(&mut state, 4, vec![txn(who, vec![op.clone()], false)])[0] {
+                Outcome::Failed(r) => assert_eq!(Some(r.code), want, "{op:?}: {r}"),
+                other => panic!("{op:?}: {other:?}"),
+            }
+        }
+        assert_eq!(state.digest(), before, "refused writes change nothing");
+        assert!(matches!(
+            &apply(
+                &mut state,
+                5,
+                vec![txn(owner, vec![create("/mine/x", false, false)], false)]
+            )[0],
+            Outcome::Txn(_)
+        ));
+        let ip_only = Op::SetAcl {
+            path: "/mine/x".into(),
+            acl: vec![acl("ip", "10.0.0.0/8", ALL)],
+            version: 0,
+        };
+        assert!(matches!(
+            &apply(&mut state, 6, vec![txn(owner, vec![ip_only], false)])[0],
+            Outcome::Txn(_)
+        ));
+        let from = |ip: &str| Command::Txn {
+            session_id: other,
+            ops: vec![Op::Set {
+                path: "/mine/x".into(),
+                data: vec![2],
+                version: -1,
+            }],
+            multi: false,
+            client_ip: ip.parse().ok(),
+        };
+        assert!(matches!(
+            &apply(&mut state, 7, vec![from("127.0.0.1")])[0],
+            Outcome::Failed(_)
+        ));
+        assert!(matches!(
+            &apply(&mut state, 8, vec![from("10.1.2.3")])[0],
+            Outcome::Txn(_)
+        ));
+        assert_eq!(state.tree.get("/mine/x").unwrap().stat.aversion, 1);
+    }
 }

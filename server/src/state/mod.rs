@@ -2,7 +2,9 @@
 //! turns log entries into it. Nothing here reads a clock, does I/O or knows
 //! of openraft's runtime; the layers above feed it entries.
 //!
+//! - [`acl`]: ACL entries, identities, and where access is decided.
 //! - [`command`]: what a log entry carries and what applying it returns.
+//! - [`encoding`]: the state's bytes in a snapshot, old layouts included.
 //! - [`machine`]: applies an entry (where a create, a close or an expiry is applied).
 //! - [`tree`]: znodes and their ZooKeeper semantics.
 //! - [`sessions`]: the session table, ephemeral ownership and secrets.
@@ -10,8 +12,10 @@
 //! - [`error`]: refusals and their codes.
 //! - [`members`]: member ids and addresses.
 
+pub mod acl;
 pub mod change;
 pub mod command;
+pub mod encoding;
 pub mod error;
 pub mod machine;
 pub mod members;

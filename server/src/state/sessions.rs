@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use ensemble_proto::SessionId;
 use serde::{Deserialize, Serialize};
 
+use super::acl::{Identity, MAX_IDENTITIES};
+
 /// The bytes that prove a client owns a session: made at random by the
 /// node that proposed the session, carried in the log, checked on every
 /// call. Never printed: its `Debug` is redacted, so it stays out of logs.
@@ -55,6 +57,9 @@ pub struct Session {
     /// Paths of the ephemeral znodes this session owns, sorted, so expiry
     /// deletes them in the same order everywhere.
     pub ephemerals: BTreeSet<String>,
+    /// Who the session is, for ACL checks: proven when added, kept until
+    /// the session ends.
+    pub identities: Vec<Identity>,
 }
 
 /// All open sessions by id.
@@ -64,6 +69,11 @@ pub struct SessionTable {
 }
 
 impl SessionTable {
+    /// A table of these sessions (a snapshot's, as read).
+    pub(super) fn from_sessions(sessions: BTreeMap<SessionId, Session>) -> SessionTable {
+        SessionTable { sessions }
+    }
+
     /// The session with this id, if it is open.
     pub fn get(&self, id: SessionId) -> Option<&Session> {
         self.sessions.get(&id)
@@ -103,6 +113,20 @@ impl SessionTable {
         }
     }
 
+    /// Adds an identity; false if the session already holds the most
+    /// allowed. Holding it already is a success.
+    pub(super) fn add_identity(&mut self, id: SessionId, identity: Identity) -> Option<bool> {
+        let s = self.sessions.get_mut(&id)?;
+        if s.identities.contains(&identity) {
+            return Some(true);
+        }
+        if s.identities.len() >= MAX_IDENTITIES {
+            return Some(false);
+        }
+        s.identities.push(identity);
+        Some(true)
+    }
+
     pub(super) fn remove_ephemeral(&mut self, id: SessionId, path: &str) {
         if let Some(s) = self.sessions.get_mut(&id) {
             s.ephemerals.remove(path);
@@ -126,6 +150,7 @@ mod tests {
             secret: s,
             timeout_ms: 1,
             ephemerals: Default::default(),
+            identities: vec![],
         };
         assert!(!format!("{session:?}").contains("1, 2"));
     }

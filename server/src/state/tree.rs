@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use ensemble_proto::{path, SessionId, Zxid};
 
+use super::acl::AclEntry;
 use super::command::OpOutput;
 use super::error::{ErrorCode, Refusal};
 
@@ -31,7 +32,7 @@ pub struct Stat {
     pub version: i32,
     /// Children created and deleted.
     pub cversion: i32,
-    /// ACL changes (none yet).
+    /// ACL changes.
     pub aversion: i32,
     /// The session that owns it if ephemeral, `0x0` if persistent.
     pub ephemeral_owner: SessionId,
@@ -53,6 +54,9 @@ pub struct Znode {
     pub children: BTreeSet<String>,
     /// Children ever created here: the next sequential suffix. Deletes never lower it.
     pub child_seq: u64,
+    /// Who may do what; empty is open to all (`world:anyone:cdrwa`), the
+    /// default, at no cost per znode.
+    pub acl: Vec<AclEntry>,
 }
 
 /// What a multi changed, so a failing op can put everything back. Each step
@@ -80,6 +84,12 @@ enum UndoStep {
     },
     /// A set: put back the old data and stat.
     Set { path: String, data: Vec<u8>, stat: Stat },
+    /// A set_acl: put back the old ACL and aversion.
+    AclSet {
+        path: String,
+        acl: Vec<AclEntry>,
+        aversion: i32,
+    },
     /// A delete: put the znode back under its parent.
     Deleted {
         path: String,
@@ -117,7 +127,23 @@ fn no_node(path: &str) -> Refusal {
     Refusal::new(ErrorCode::NoNode, format!("{path} does not exist"))
 }
 
+/// The parent a create puts its znode under, and the name (or, if
+/// sequential, the prefix) it gives it. A sequential path ending in '/'
+/// names the parent itself.
+pub fn create_parent(path: &str, sequential: bool) -> (&str, &str) {
+    if sequential && path.ends_with('/') {
+        (if path == "/" { "/" } else { &path[..path.len() - 1] }, "")
+    } else {
+        path::split(path)
+    }
+}
+
 impl Tree {
+    /// A tree of these znodes (a snapshot's, as read).
+    pub(super) fn from_znodes(znodes: BTreeMap<String, Znode>) -> Tree {
+        Tree { znodes }
+    }
+
     /// The znode at a path.
     pub fn get(&self, path: &str) -> Option<&Znode> {
         self.znodes.get(path)
@@ -164,17 +190,14 @@ impl Tree {
         data: Vec<u8>,
         ephemeral_owner: SessionId,
         sequential: bool,
+        acl: Vec<AclEntry>,
         undo: Option<&mut Undo>,
     ) -> Result<OpOutput, Refusal> {
         if path == "/" && !sequential {
             return Err(Refusal::new(ErrorCode::NodeExists, "/ already exists"));
         }
         // A sequential path ending in '/' names the parent itself.
-        let (parent_path, prefix) = if sequential && path.ends_with('/') {
-            (if path == "/" { "/" } else { &path[..path.len() - 1] }, "")
-        } else {
-            path::split(path)
-        };
+        let (parent_path, prefix) = create_parent(path, sequential);
         let parent = self.znodes.get(parent_path).ok_or_else(|| {
             Refusal::new(
                 ErrorCode::NoNode,
@@ -226,6 +249,7 @@ impl Tree {
             data,
             children: BTreeSet::new(),
             child_seq: 0,
+            acl,
         };
         let stat = Self::stat_of(&znode);
         self.znodes.insert(full.clone(), znode);
@@ -256,6 +280,40 @@ impl Tree {
         znode.stat.mzxid = zxid;
         znode.stat.mtime = time_ms;
         Ok(OpOutput::Set {
+            stat: Self::stat_of(znode),
+        })
+    }
+
+    /// Replaces a znode's ACL if its aversion matches. Precedence: NO_NODE,
+    /// BAD_VERSION. Neither the data version nor mzxid change, as in
+    /// ZooKeeper.
+    pub fn set_acl(
+        &mut self,
+        path: &str,
+        acl: Vec<AclEntry>,
+        aversion: i32,
+        undo: Option<&mut Undo>,
+    ) -> Result<OpOutput, Refusal> {
+        let znode = self.znodes.get_mut(path).ok_or_else(|| no_node(path))?;
+        if aversion != -1 && aversion != znode.stat.aversion {
+            return Err(Refusal::new(
+                ErrorCode::BadVersion,
+                format!(
+                    "the ACL of {path} is at aversion {}, not {aversion}",
+                    znode.stat.aversion
+                ),
+            ));
+        }
+        let old = std::mem::replace(&mut znode.acl, acl);
+        if let Some(undo) = undo {
+            undo.steps.push(UndoStep::AclSet {
+                path: path.to_string(),
+                acl: old,
+                aversion: znode.stat.aversion,
+            });
+        }
+        znode.stat.aversion += 1;
+        Ok(OpOutput::SetAcl {
             stat: Self::stat_of(znode),
         })
     }
@@ -322,6 +380,12 @@ impl Tree {
                         n.stat = stat;
                     }
                 }
+                UndoStep::AclSet { path, acl, aversion } => {
+                    if let Some(n) = self.znodes.get_mut(&path) {
+                        n.acl = acl;
+                        n.stat.aversion = aversion;
+                    }
+                }
                 UndoStep::Deleted {
                     path,
                     znode,
@@ -364,11 +428,21 @@ mod tests {
     /// `/a` (version 0, with child `/a/b`) and `/e`, ephemeral.
     fn fixture() -> Tree {
         let mut t = Tree::default();
-        t.create(Zxid(1), 10, "/a", b"a".to_vec(), SessionId(0), false, None)
+        t.create(
+            Zxid(1),
+            10,
+            "/a",
+            b"a".to_vec(),
+            SessionId(0),
+            false,
+            vec![],
+            None,
+        )
+        .unwrap();
+        t.create(Zxid(2), 20, "/a/b", vec![], SessionId(0), false, vec![], None)
             .unwrap();
-        t.create(Zxid(2), 20, "/a/b", vec![], SessionId(0), false, None)
+        t.create(Zxid(3), 30, "/e", vec![], OWNER, false, vec![], None)
             .unwrap();
-        t.create(Zxid(3), 30, "/e", vec![], OWNER, false, None).unwrap();
         t
     }
 
@@ -382,7 +456,9 @@ mod tests {
     fn run(t: &mut Tree, op: &TestOp) -> Result<(), ErrorCode> {
         let z = Zxid(9);
         let r = match op {
-            TestOp::Create(p, seq) => t.create(z, 90, p, vec![], SessionId(0), *seq, None).map(|_| ()),
+            TestOp::Create(p, seq) => t
+                .create(z, 90, p, vec![], SessionId(0), *seq, vec![], None)
+                .map(|_| ()),
             TestOp::Set(p, v) => t.set(z, 90, p, vec![1], *v, None).map(|_| ()),
             TestOp::Delete(p, v) => t.delete(z, p, *v, None).map(|_| ()),
             TestOp::Check(p, v) => t.check(p, *v).map(|_| ()),
@@ -454,7 +530,7 @@ mod tests {
     fn a_child_changes_the_parents_children_stats_not_its_data_stats() {
         let mut t = fixture();
         let parent = t.get("/a").unwrap().stat.clone();
-        t.create(Zxid(10), 100, "/a/c", vec![], SessionId(0), false, None)
+        t.create(Zxid(10), 100, "/a/c", vec![], SessionId(0), false, vec![], None)
             .unwrap();
         let after = Tree::stat_of(t.get("/a").unwrap());
         assert_eq!(
@@ -476,29 +552,29 @@ mod tests {
     #[test]
     fn sequential_names_count_every_child_ever_created() {
         let mut t = Tree::default();
-        t.create(Zxid(1), 0, "/q", vec![], SessionId(0), false, None)
+        t.create(Zxid(1), 0, "/q", vec![], SessionId(0), false, vec![], None)
             .unwrap();
         let name = |out: OpOutput| match out {
             OpOutput::Create { path, .. } => path,
             other => panic!("{other:?}"),
         };
         let s0 = name(
-            t.create(Zxid(2), 0, "/q/s", vec![], SessionId(0), true, None)
+            t.create(Zxid(2), 0, "/q/s", vec![], SessionId(0), true, vec![], None)
                 .unwrap(),
         );
         let s1 = name(
-            t.create(Zxid(3), 0, "/q/s", vec![], SessionId(0), true, None)
+            t.create(Zxid(3), 0, "/q/s", vec![], SessionId(0), true, vec![], None)
                 .unwrap(),
         );
-        t.create(Zxid(4), 0, "/q/plain", vec![], SessionId(0), false, None)
+        t.create(Zxid(4), 0, "/q/plain", vec![], SessionId(0), false, vec![], None)
             .unwrap();
         t.delete(Zxid(5), &s0, -1, None).unwrap();
         let s3 = name(
-            t.create(Zxid(6), 0, "/q/", vec![], SessionId(0), true, None)
+            t.create(Zxid(6), 0, "/q/", vec![], SessionId(0), true, vec![], None)
                 .unwrap(),
         );
         let dot = name(
-            t.create(Zxid(7), 0, "/q/.", vec![], SessionId(0), true, None)
+            t.create(Zxid(7), 0, "/q/.", vec![], SessionId(0), true, vec![], None)
                 .unwrap(),
         );
         assert_eq!(
@@ -517,7 +593,7 @@ mod tests {
     fn a_create_stamps_every_zxid_and_time_and_a_set_bumps_the_version() {
         let mut t = Tree::default();
         let OpOutput::Create { stat, .. } = t
-            .create(Zxid(5), 55, "/n", b"x".to_vec(), OWNER, false, None)
+            .create(Zxid(5), 55, "/n", b"x".to_vec(), OWNER, false, vec![], None)
             .unwrap()
         else {
             panic!("create")

@@ -1,0 +1,190 @@
+//! Authentication: who a session is. The users file names each user with
+//! an argon2 hash of the password (never the password); credentials are
+//! checked here, on the node that receives them, off the async workers
+//! (a check costs tens of milliseconds and MiBs by design), and only the
+//! resulting identity enters the log. Passwords are never logged.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine;
+use ensemble_proto::v1 as pb;
+use sha1::Digest;
+use tokio::sync::Semaphore;
+use tracing::warn;
+
+use crate::config::Users;
+use crate::state::acl::Identity;
+use crate::state::{ErrorCode, Refusal};
+
+/// Checks running at once: each holds argon2's memory (19 MiB by
+/// default), so a flood of bad passwords queues instead of exhausting it.
+const CONCURRENT_CHECKS: usize = 2;
+
+/// Why a password could not be hashed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HashError(String);
+
+/// The users a node accepts, and who among them is the super user.
+pub struct Authenticator {
+    /// User name → PHC string of its password's argon2 hash.
+    users: BTreeMap<String, String>,
+    /// Passes every ACL check.
+    super_user: Option<String>,
+    /// Refuse sessions that present no credentials.
+    require: bool,
+    checks: Semaphore,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("users", &self.users.len())
+            .field("super_user", &self.super_user)
+            .field("require", &self.require)
+            .finish()
+    }
+}
+
+/// An argon2id hash of `password` with a random salt, as a PHC string for
+/// the users file.
+pub fn hash_password(password: &str) -> Result<String, HashError> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| HashError(format!("can not hash the password: {e}")))
+}
+
+/// ZooKeeper's digest of a user: `user:base64(sha1(user:password))`, so ACLs
+/// written for ZooKeeper's digest scheme match the same users here.
+fn zookeeper_digest(user: &str, password: &str) -> String {
+    let sha = sha1::Sha1::digest(format!("{user}:{password}").as_bytes());
+    format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(sha))
+}
+
+fn failed(message: String) -> Refusal {
+    crate::metrics::auth_failed();
+    Refusal::new(ErrorCode::AuthFailed, message)
+}
+
+impl Authenticator {
+    /// An authenticator over the configured users (`crate::config` checked
+    /// that the super user is one of them).
+    pub fn new(users: &Users, super_user: Option<String>, require: bool) -> Self {
+        Authenticator {
+            users: users.hashes().clone(),
+            super_user,
+            require,
+            checks: Semaphore::new(CONCURRENT_CHECKS),
+        }
+    }
+
+    /// Whether sessions must present credentials.
+    pub fn required(&self) -> bool {
+        self.require
+    }
+
+    /// The identities credentials prove, or AUTH_FAILED (logged and
+    /// counted; the message names the user, never the password, and does
+    /// not say whether the user exists).
+    pub async fn verify(
+        self: &Arc<Self>,
+        info: &pb::AuthInfo,
+        from: Option<IpAddr>,
+    ) -> Result<Vec<Identity>, Refusal> {
+        let from = from.map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
+        if info.scheme != "digest" {
+            warn!(scheme = %info.scheme, %from, "authentication failed: unknown scheme");
+            return Err(failed(format!(
+                "authentication scheme {:?} is not supported (use digest with user:password)",
+                info.scheme
+            )));
+        }
+        let text = std::str::from_utf8(&info.auth).unwrap_or("");
+        let Some((user, password)) = text.split_once(':') else {
+            warn!(%from, "authentication failed: credentials are not user:password");
+            return Err(failed("digest credentials must be user:password".into()));
+        };
+        let (user, password) = (user.to_string(), password.to_string());
+        let rejected = || {
+            warn!(user = %user, %from, "authentication failed");
+            failed(format!("digest credentials for user {user:?} were rejected"))
+        };
+        if !ensemble_proto::acl::valid_user(&user) {
+            return Err(rejected());
+        }
+        let Some(hash) = self.users.get(&user).cloned() else {
+            return Err(rejected());
+        };
+        let permit = self
+            .checks
+            .acquire()
+            .await
+            .map_err(|_| Refusal::new(ErrorCode::SystemError, "the node is stopping"))?;
+        let checking = password.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|h| Argon2::default().verify_password(checking.as_bytes(), &h).is_ok())
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        drop(permit);
+        if !ok {
+            return Err(rejected());
+        }
+        let mut identities = vec![Identity {
+            scheme: "digest".into(),
+            id: zookeeper_digest(&user, &password),
+        }];
+        if self.super_user.as_deref() == Some(user.as_str()) {
+            identities.push(Identity {
+                scheme: "super".into(),
+                id: user,
+            });
+        }
+        Ok(identities)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zookeeper_digest_is_zookeepers() {
+        // ZooKeeper's DigestAuthenticationProvider.generateDigest("super:test").
+        assert_eq!(
+            zookeeper_digest("super", "test"),
+            "super:D/InIHSb7yEEbrWz8b9l71RjZJU="
+        );
+    }
+
+    #[tokio::test]
+    async fn a_password_is_checked_against_its_hash_only() {
+        let mut users = BTreeMap::new();
+        users.insert("alice".to_string(), hash_password("s3cret").unwrap());
+        let auth = Arc::new(Authenticator::new(
+            &Users::new(users),
+            Some("alice".into()),
+            false,
+        ));
+        let info = |a: &str| pb::AuthInfo {
+            scheme: "digest".into(),
+            auth: a.as_bytes().to_vec(),
+        };
+        let ids = auth.verify(&info("alice:s3cret"), None).await.unwrap();
+        assert_eq!(ids[0].user(), "alice");
+        assert_eq!(ids[1].scheme, "super");
+        for bad in ["alice:wrong", "bob:s3cret", "alice", ""] {
+            let e = auth.verify(&info(bad), None).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::AuthFailed, "{bad}");
+            assert!(!e.message.contains("s3cret"), "{e}");
+        }
+    }
+}
