@@ -1,6 +1,8 @@
 //! The command-line grammar (clap): the one-shot commands, and the shell's
 //! own grammar, which shares the znode commands ([`Op`]).
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 const DEFAULT_ENDPOINTS: &str = "127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183";
@@ -18,6 +20,16 @@ pub(crate) struct Cli {
     /// Session timeout asked for, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub session_timeout: u64,
+    /// PEM certificate of the CA that signed the nodes' certificates;
+    /// setting it talks TLS to the cluster.
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a cluster that requires one (with --tls-key).
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
