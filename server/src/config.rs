@@ -134,11 +134,13 @@ pub struct Args {
     #[arg(long, value_name = "FILE", env = "ENSEMBLE_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// Require clients to present a certificate signed by --tls-ca (mutual
-    /// TLS for clients as well as peers) [default: false].
+    /// TLS for clients as well as peers); true/false, yes/no or 1/0
+    /// [default: false].
     #[arg(
         long,
         value_name = "BOOL",
         env = "ENSEMBLE_TLS_CLIENT_AUTH",
+        value_parser = clap::builder::BoolishValueParser::new(),
         num_args = 0..=1,
         default_missing_value = "true"
     )]
@@ -578,6 +580,7 @@ mod tests {
         };
         assert_eq!(parse(&["--tls-client-auth"]), Some(true));
         assert_eq!(parse(&["--tls-client-auth", "false"]), Some(false));
+        assert_eq!(parse(&["--tls-client-auth", "1"]), Some(true));
         assert_eq!(parse(&[]), None);
     }
 
