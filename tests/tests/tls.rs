@@ -203,6 +203,27 @@ async fn client_certificates_are_required_when_asked_for() {
     .unwrap();
     assert_eq!(code, 0, "stderr: {err}");
     assert!(out.contains("ok"), "{out}");
+
+    // A container's health check presents the member's own certificate
+    // (its ENSEMBLE_TLS_* variables), which passes client authentication.
+    let health = |identity: bool| {
+        let mut cmd = Command::new(bin("ensemble-test-server"));
+        cmd.args(["healthcheck", "--ready", "--addr", &cluster.endpoint(2)])
+            .env("ENSEMBLE_TLS_CA", arg("ca.pem"))
+            .env_remove("ENSEMBLE_TLS_CERT")
+            .env_remove("ENSEMBLE_TLS_KEY");
+        if identity {
+            cmd.env("ENSEMBLE_TLS_CERT", arg("ensemble2.pem"))
+                .env("ENSEMBLE_TLS_KEY", arg("ensemble2.key"));
+        }
+        cmd.output().unwrap()
+    };
+    let ok = health(true);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        !health(false).status.success(),
+        "a health check without a certificate passed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
