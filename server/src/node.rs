@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::api::watches::WatchHub;
 use crate::api::{ClientService, Limits};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::consensus::log_mark::{self, LogMark};
 use crate::consensus::{
     self, Consensus, Contact, FailStop, LogStore, Proposer, Raft, Router, StateMachineStore,
@@ -53,9 +53,6 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    /// The TLS certificate or key were refused by rustls.
-    #[error("tls: {0}")]
-    Tls(String),
     /// openraft could not start.
     #[error("raft: {0}")]
     Raft(String),
@@ -109,6 +106,23 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         Some(addr) => Some(bind("metrics (--metrics-addr)", addr).await?),
         None => None,
     };
+
+    // TLS before anything runs: a certificate and key rustls refuses (a
+    // key that is not the certificate's, say) are a configuration error.
+    let tls_error = |e: tonic::transport::Error| {
+        StartError::Config(ConfigError(format!(
+            "--tls-cert/--tls-key can not be used: {}",
+            error_chain(&e)
+        )))
+    };
+    let mut peer_builder = tonic::transport::Server::builder();
+    let mut client_builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        peer_builder = peer_builder.tls_config(tls.peer_listener()).map_err(tls_error)?;
+        client_builder = client_builder
+            .tls_config(tls.client_listener())
+            .map_err(tls_error)?;
+    }
 
     // Layer 2: consensus.
     let (fail, mut failure) = FailStop::new();
@@ -207,17 +221,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             scrape,
             stopped(stop_rx.clone()),
         ));
-    }
-    // TLS is set up before anything is served, so a certificate rustls
-    // refuses stops the member at startup.
-    let tls_error = |e: tonic::transport::Error| StartError::Tls(error_chain(&e));
-    let mut peer_builder = tonic::transport::Server::builder();
-    let mut client_builder = tonic::transport::Server::builder();
-    if let Some(tls) = &config.tls {
-        peer_builder = peer_builder.tls_config(tls.peer_listener()).map_err(tls_error)?;
-        client_builder = client_builder
-            .tls_config(tls.client_listener())
-            .map_err(tls_error)?;
     }
     let peer_server = tokio::spawn(
         peer_builder

@@ -336,6 +336,13 @@ async fn a_member_refuses_to_start_with_unusable_tls_files() {
         ),
         ("certs/ensemble1.pem", "no-such.key", "certs/ca.pem", "--tls-key"),
         ("garbage.pem", "certs/ensemble1.key", "certs/ca.pem", "--tls-cert"),
+        // Both valid PEM, but the key is not the certificate's.
+        (
+            "certs/ensemble1.pem",
+            "certs/client.key",
+            "certs/ca.pem",
+            "--tls-key",
+        ),
     ] {
         let out = Command::new(bin("ensemble-test-server"))
             .args([
