@@ -17,9 +17,10 @@ use ensemble_proto::v1::ensemble_client::EnsembleClient;
 use rand::seq::SliceRandom;
 use tonic::body::BoxBody;
 use tonic::codegen::{http, Service};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::{Error, Result};
+use crate::options::TlsOptions;
 
 /// A connection to one node as the generated client uses it.
 pub(crate) type Node = EnsembleClient<Shared>;
@@ -47,8 +48,9 @@ impl Service<http::Request<BoxBody>> for Shared {
     }
 }
 
-/// The connections in use in this process, by address and dial timeout.
-type Registry = HashMap<(String, Duration), Weak<Channel>>;
+/// The connections in use in this process, by address, dial timeout and
+/// TLS settings (a plaintext and a TLS connection to one address are two).
+type Registry = HashMap<(String, Duration, Option<TlsOptions>), Weak<Channel>>;
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
     static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
@@ -59,10 +61,10 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
 }
 
 /// The shared connection to `addr`, made (lazily) if none is in use.
-fn shared(addr: &str, endpoint: Endpoint, connect_timeout: Duration) -> Shared {
+fn shared(addr: &str, endpoint: Endpoint, connect_timeout: Duration, tls: Option<&TlsOptions>) -> Shared {
     let mut reg = registry();
     reg.retain(|_, held| held.strong_count() > 0);
-    let key = (addr.to_string(), connect_timeout);
+    let key = (addr.to_string(), connect_timeout, tls.cloned());
     let held = match reg.get(&key).and_then(Weak::upgrade) {
         Some(held) => held,
         None => {
@@ -83,23 +85,58 @@ const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 /// How long dialing one node may take before the attempt counts as failed.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A lazy channel to one endpoint, shared with this process's other sessions.
-pub(crate) fn channel(addr: &str, connect_timeout: Duration) -> Result<Node> {
+/// A lazy channel to one endpoint, shared with this process's other
+/// sessions; over TLS when `tls` is set.
+pub(crate) fn channel(addr: &str, connect_timeout: Duration, tls: Option<&TlsOptions>) -> Result<Node> {
     let a = addr.trim();
     match a.rsplit_once(':') {
         Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
         _ => return Err(Error::BadEndpoint(addr.to_string())),
     }
-    let endpoint = Endpoint::from_shared(format!("http://{a}"))
-        .map_err(|_| Error::BadEndpoint(addr.to_string()))?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true);
-    Ok(EnsembleClient::new(shared(a, endpoint, connect_timeout)).max_decoding_message_size(MAX_REPLY_BYTES))
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint =
+        Endpoint::from_shared(format!("{scheme}://{a}")).map_err(|_| Error::BadEndpoint(addr.to_string()))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls_config(tls))
+            .map_err(|e| Error::BadTls(error_chain(&e)))?;
+    }
+    let endpoint = endpoint.connect_timeout(connect_timeout).tcp_nodelay(true);
+    Ok(EnsembleClient::new(shared(a, endpoint, connect_timeout, tls))
+        .max_decoding_message_size(MAX_REPLY_BYTES))
+}
+
+/// tonic's TLS settings for these options.
+fn tls_config(tls: &TlsOptions) -> ClientTlsConfig {
+    let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+    if let Some((cert, key)) = &tls.identity {
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    if let Some(domain) = &tls.domain {
+        config = config.domain_name(domain.clone());
+    }
+    config
+}
+
+/// An error with its causes: tonic's transport error says only
+/// "transport error", the reason is in its source.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The endpoints in a random order (so clients spread over the nodes),
 /// each with its channel.
-pub(crate) fn connections(endpoints: &[impl AsRef<str>]) -> Result<(Vec<String>, Vec<Node>)> {
+pub(crate) fn connections(
+    endpoints: &[impl AsRef<str>],
+    tls: Option<&TlsOptions>,
+) -> Result<(Vec<String>, Vec<Node>)> {
     let mut list: Vec<String> = endpoints
         .iter()
         .map(|e| e.as_ref().trim().to_string())
@@ -111,7 +148,7 @@ pub(crate) fn connections(endpoints: &[impl AsRef<str>]) -> Result<(Vec<String>,
     list.shuffle(&mut rand::thread_rng());
     let clients = list
         .iter()
-        .map(|e| channel(e, DIAL_TIMEOUT))
+        .map(|e| channel(e, DIAL_TIMEOUT, tls))
         .collect::<Result<Vec<_>>>()?;
     Ok((list, clients))
 }
@@ -122,13 +159,27 @@ mod tests {
 
     #[tokio::test]
     async fn endpoints_must_be_host_and_port() {
-        assert!(channel("127.0.0.1:2181", DIAL_TIMEOUT).is_ok());
+        assert!(channel("127.0.0.1:2181", DIAL_TIMEOUT, None).is_ok());
         for bad in ["127.0.0.1", ":2181", "host:port", "host:99999"] {
             assert!(
-                matches!(channel(bad, DIAL_TIMEOUT), Err(Error::BadEndpoint(_))),
+                matches!(channel(bad, DIAL_TIMEOUT, None), Err(Error::BadEndpoint(_))),
                 "{bad}"
             );
         }
-        assert!(matches!(connections(&[" ", ""]), Err(Error::BadEndpoint(_))));
+        assert!(matches!(
+            connections(&[" ", ""], None),
+            Err(Error::BadEndpoint(_))
+        ));
+    }
+
+    /// A CA file with no certificate in it is the caller's mistake, told
+    /// before anything is dialed.
+    #[tokio::test]
+    async fn garbled_tls_settings_are_refused_up_front() {
+        let tls = TlsOptions::new("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n");
+        let e = channel("127.0.0.1:2181", DIAL_TIMEOUT, Some(&tls)).unwrap_err();
+        assert!(matches!(e, Error::BadTls(_)), "{e:?}");
+        let key = TlsOptions::new("").with_identity("c", "SECRET");
+        assert!(!format!("{key:?}").contains("SECRET"));
     }
 }

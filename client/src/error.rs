@@ -39,6 +39,10 @@ pub enum Error {
     /// An endpoint is not HOST:PORT.
     #[error("invalid endpoint {0:?}: expected HOST:PORT")]
     BadEndpoint(String),
+    /// The TLS options can not be used (a CA or certificate that is not
+    /// PEM, say); nothing was dialed.
+    #[error("invalid TLS settings: {0}")]
+    BadTls(String),
 }
 
 impl Error {
@@ -48,7 +52,7 @@ impl Error {
             Error::Server { code, .. } => *code,
             Error::ConnectionLoss(_) => ErrorCode::ConnectionLoss,
             Error::SessionExpired(_) | Error::Closed => ErrorCode::SessionExpired,
-            Error::BadEndpoint(_) | Error::BadArguments(_) => ErrorCode::BadArguments,
+            Error::BadEndpoint(_) | Error::BadArguments(_) | Error::BadTls(_) => ErrorCode::BadArguments,
             Error::AuthFailed => ErrorCode::AuthFailed,
         }
     }

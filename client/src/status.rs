@@ -10,6 +10,7 @@ use ensemble_proto::Zxid;
 
 use crate::endpoints::channel;
 use crate::error::{Error, Result};
+use crate::options::TlsOptions;
 
 /// A member's Raft role.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +107,18 @@ pub async fn node_status(endpoint: &str, timeout: Duration) -> Result<NodeStatus
 /// Asks one member for its status, with a digest of its whole state if
 /// `with_digest` (it costs the member a pass over its state).
 pub async fn node_status_with(endpoint: &str, timeout: Duration, with_digest: bool) -> Result<NodeStatus> {
-    let mut c = channel(endpoint, timeout)?;
+    node_status_tls(endpoint, timeout, with_digest, None).await
+}
+
+/// [`node_status_with`], over TLS when `tls` is set: a cluster with TLS on
+/// answers status calls only over TLS.
+pub async fn node_status_tls(
+    endpoint: &str,
+    timeout: Duration,
+    with_digest: bool,
+    tls: Option<&TlsOptions>,
+) -> Result<NodeStatus> {
+    let mut c = channel(endpoint, timeout, tls)?;
     let mut req = tonic::Request::new(pb::StatusRequest { with_digest });
     req.set_timeout(timeout);
     c.status(req)

@@ -16,6 +16,7 @@ use clap::{CommandFactory, Parser};
 
 use crate::state::machine::MAX_BATCH;
 use crate::state::{NodeId, PeerNode};
+use crate::tls::Tls;
 
 /// A configuration that can not run; the message names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +127,35 @@ pub struct Args {
     /// Where to serve Prometheus metrics (`GET /metrics`), or `off` [default: 0.0.0.0:7000].
     #[arg(long, value_name = "HOST:PORT|off", env = "ENSEMBLE_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// PEM certificate (chain) this member presents to clients and peers.
+    /// Setting it turns TLS on for both listeners and for this member's
+    /// calls to peers; needs --tls-key and --tls-ca. Its names (SANs) must
+    /// cover the host parts of this member's addresses in --peers. Plaintext
+    /// connections are then refused. [default: no TLS]
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1). Read once at
+    /// startup, never logged.
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate(s) of the CA that signs the members' certificates.
+    /// Peers always authenticate each other with it (mutual TLS: a member
+    /// whose certificate it did not sign can not join), and with
+    /// --tls-client-auth clients' certificates must be signed by it too.
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Require clients to present a certificate signed by --tls-ca (mutual
+    /// TLS for clients as well as peers); true/false, yes/no or 1/0
+    /// [default: false].
+    #[arg(
+        long,
+        value_name = "BOOL",
+        env = "ENSEMBLE_TLS_CLIENT_AUTH",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub tls_client_auth: Option<bool>,
 }
 
 /// Where metrics are served unless `metrics_addr` says otherwise
@@ -258,6 +288,8 @@ pub struct Config {
     pub metrics_addr: Option<String>,
     /// Runtime worker threads.
     pub worker_threads: usize,
+    /// TLS for the listeners and peer calls; None: plaintext.
+    pub tls: Option<Tls>,
 }
 
 /// The users file's users: name → argon2 hash of the password, as a PHC
@@ -460,6 +492,32 @@ impl Config {
         if worker_threads == 0 || worker_threads > 1024 {
             return Err(bad("worker_threads must be between 1 and 1024"));
         }
+        let tls = match (args.tls_cert, args.tls_key, args.tls_ca) {
+            (None, None, None) if args.tls_client_auth == Some(true) => {
+                return Err(bad(
+                    "--tls-client-auth needs TLS: set --tls-cert, --tls-key and --tls-ca",
+                ))
+            }
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => Some(
+                Tls::load(&cert, &key, &ca, args.tls_client_auth.unwrap_or(false))
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
+            (cert, key, ca) => {
+                let missing: Vec<&str> = [
+                    ("--tls-cert", cert.is_none()),
+                    ("--tls-key", key.is_none()),
+                    ("--tls-ca", ca.is_none()),
+                ]
+                .into_iter()
+                .filter_map(|(name, gone)| gone.then_some(name))
+                .collect();
+                return Err(bad(format!(
+                    "TLS needs --tls-cert, --tls-key and --tls-ca together; missing {}",
+                    missing.join(", ")
+                )));
+            }
+        };
         Ok(Config {
             id,
             client_addr,
@@ -484,6 +542,7 @@ impl Config {
             watch_history,
             metrics_addr,
             worker_threads,
+            tls,
         })
     }
 
@@ -563,6 +622,57 @@ mod tests {
             let e = with(bad).unwrap_err().to_string();
             assert!(e.contains("--metrics-addr"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_settings_go_together() {
+        let peers = "1=127.0.0.1:2881/127.0.0.1:2181";
+        assert!(Config::load(args(peers)).unwrap().tls.is_none());
+        let some = |p: &str| Some(PathBuf::from(p));
+        for (cert, key, ca, why) in [
+            (some("c"), None, some("a"), "missing --tls-key"),
+            (None, some("k"), None, "missing --tls-cert, --tls-ca"),
+            (some("c"), some("k"), None, "missing --tls-ca"),
+        ] {
+            let e = Config::load(Args {
+                tls_cert: cert,
+                tls_key: key,
+                tls_ca: ca,
+                ..args(peers)
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(why), "{e}");
+        }
+        let e = Config::load(Args {
+            tls_client_auth: Some(true),
+            ..args(peers)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--tls-client-auth needs TLS"), "{e}");
+        let e = Config::load(Args {
+            tls_cert: some("/no/such/cert.pem"),
+            tls_key: some("/no/such/key.pem"),
+            tls_ca: some("/no/such/ca.pem"),
+            ..args(peers)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--tls-cert: can not read /no/such/cert.pem"), "{e}");
+        // A bare flag, a value and the file's boolean all parse.
+        let parse = |extra: &[&str]| {
+            let argv = ["ensemble-server"]
+                .iter()
+                .chain(extra)
+                .map(OsString::from)
+                .collect();
+            Args::parse_all(argv).unwrap().tls_client_auth
+        };
+        assert_eq!(parse(&["--tls-client-auth"]), Some(true));
+        assert_eq!(parse(&["--tls-client-auth", "false"]), Some(false));
+        assert_eq!(parse(&["--tls-client-auth", "1"]), Some(true));
+        assert_eq!(parse(&[]), None);
     }
 
     #[test]

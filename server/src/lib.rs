@@ -10,6 +10,8 @@
 //!    it; it imports nothing from the crate, so every layer may record.
 //! 1. [`state`]: pure and deterministic: commands, the znode tree, the
 //!    session table, apply (where a create, a close or an expiry is applied).
+//!    Beside it `tls`: the TLS material, read and checked, and the rustls
+//!    settings of the listeners and of calls to peers.
 //! 2. `config`: settings, declared once.
 //! 3. [`consensus`]: openraft's glue: the log store on sled, the state
 //!    machine, group commit ([`consensus::proposer`]), the way to the leader
@@ -40,6 +42,7 @@ pub(crate) mod metrics;
 pub(crate) mod node;
 pub(crate) mod peer;
 pub mod state;
+pub(crate) mod tls;
 
 /// What a member logs unless `RUST_LOG` says otherwise. openraft's per-RPC
 /// replication errors are off: a peer that is down would fill the log with

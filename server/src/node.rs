@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::api::watches::WatchHub;
 use crate::api::{ClientService, Limits};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::consensus::log_mark::{self, LogMark};
 use crate::consensus::{
     self, Consensus, Contact, FailStop, LogStore, Proposer, Raft, Router, StateMachineStore,
@@ -28,6 +28,7 @@ use crate::peer::forward::Forwarder;
 use crate::peer::raft::Network;
 use crate::peer::{PeerService, Peers, Reporting, MAX_PEER_MESSAGE};
 use crate::state::{NodeId, PeerNode};
+use crate::tls::{error_chain, Tls};
 
 /// Why a member could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -106,10 +107,27 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         None => None,
     };
 
+    // TLS before anything runs: a certificate and key rustls refuses (a
+    // key that is not the certificate's, say) are a configuration error.
+    let tls_error = |e: tonic::transport::Error| {
+        StartError::Config(ConfigError(format!(
+            "--tls-cert/--tls-key can not be used: {}",
+            error_chain(&e)
+        )))
+    };
+    let mut peer_builder = tonic::transport::Server::builder();
+    let mut client_builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        peer_builder = peer_builder.tls_config(tls.peer_listener()).map_err(tls_error)?;
+        client_builder = client_builder
+            .tls_config(tls.client_listener())
+            .map_err(tls_error)?;
+    }
+
     // Layer 2: consensus.
     let (fail, mut failure) = FailStop::new();
     let contact = Arc::new(Contact::new(config.id, config.raft_heartbeat));
-    let peers = Peers::new(contact.clone());
+    let peers = Peers::new(contact.clone(), config.tls.as_ref().map(Tls::dialer));
     let committed = log_store.committed_index();
     let appended = log_store.appended();
     let network = Network {
@@ -210,7 +228,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         ));
     }
     let peer_server = tokio::spawn(
-        tonic::transport::Server::builder()
+        peer_builder
             .add_service(
                 PeerServer::new(peer_service)
                     .max_decoding_message_size(MAX_PEER_MESSAGE)
@@ -219,7 +237,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             .serve_with_incoming_shutdown(no_delay(peer_listener), stopped(stop_rx.clone())),
     );
     let client_server = tokio::spawn(
-        tonic::transport::Server::builder()
+        client_builder
             .layer(crate::api::limits::OversizeLayer {
                 limit: config.max_request_bytes,
             })
@@ -238,7 +256,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     ));
     tokio::spawn(bootstrap(config.clone(), raft.clone(), fail.clone()));
     tokio::spawn(consensus::observe::follow_raft(raft.clone()));
-    info!(id = config.id, client = %config.client_addr, peer = %config.peer_addr, "member started");
+    info!(
+        id = config.id,
+        client = %config.client_addr,
+        peer = %config.peer_addr,
+        tls = config.tls.is_some(),
+        client_certificates = config.tls.as_ref().is_some_and(|t| t.client_auth),
+        "member started"
+    );
 
     let failed = tokio::select! {
         _ = wait_for_signal() => None,
@@ -359,7 +384,7 @@ async fn bootstrap(config: Config, raft: Raft, fail: FailStop) {
     loop {
         let mut silent = Vec::new();
         for (id, addr) in &others {
-            match member_state(addr).await {
+            match member_state(addr, config.tls.as_ref()).await {
                 Some(true) => {
                     info!(
                         member = id,
@@ -392,12 +417,14 @@ async fn bootstrap(config: Config, raft: Raft, fail: FailStop) {
 
 /// Whether the member at this client address belongs to a cluster (has a
 /// membership); None if it does not answer.
-async fn member_state(client_addr: &str) -> Option<bool> {
+async fn member_state(client_addr: &str, tls: Option<&Tls>) -> Option<bool> {
     let timeout = Duration::from_millis(500);
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{client_addr}"))
-        .ok()?
-        .connect_timeout(timeout)
-        .timeout(timeout);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{client_addr}")).ok()?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.dialer()).ok()?;
+    }
+    let endpoint = endpoint.connect_timeout(timeout).timeout(timeout);
     let channel = endpoint.connect().await.ok()?;
     let status = ensemble_proto::v1::ensemble_client::EnsembleClient::new(channel)
         .status(ensemble_proto::v1::StatusRequest { with_digest: false })

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u32)] = &[
     ("metrics", 0),
     ("state", 1),
+    ("tls", 1),
     ("config", 2),
     ("consensus", 3),
     ("liveness", 4),

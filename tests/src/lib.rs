@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use ensemble_client::{node_status, node_status_with};
-use ensemble_client::{Client, NodeStatus, Options, Role, SessionId, SessionInfo, Zxid};
+use ensemble_client::node_status_tls;
+use ensemble_client::{Client, NodeStatus, Options, Role, SessionId, SessionInfo, TlsOptions, Zxid};
 
 /// Settings of a test cluster; the defaults favour fast elections.
 #[derive(Clone, Debug)]
@@ -27,6 +27,47 @@ pub struct ClusterOptions {
     /// Extra environment of every node (`RUST_LOG=debug`, say); what
     /// `start_node_with` passes comes on top.
     pub env: Vec<(String, String)>,
+    /// TLS on for clients and peers, with certificates that
+    /// `deploy/dev-certs` makes for this cluster; None: plaintext.
+    pub tls: Option<ClusterTls>,
+}
+
+/// How a test cluster runs TLS. Its certificates are made into
+/// [`Cluster::certs_dir`] when it starts: `ca.pem`, `ensembleN.pem/.key`
+/// per node, `client.pem/.key`.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterTls {
+    /// Members require client certificates (`--tls-client-auth`); the
+    /// harness's own clients and status probes then present `client.pem`.
+    pub client_auth: bool,
+}
+
+/// Runs `deploy/dev-certs` into `dir` for these member names: a CA of its
+/// own (unless `dir` already has one) and its certificates. Needs openssl.
+pub fn dev_certs(dir: &Path, names: &[String]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/dev-certs");
+    let out = Command::new(script)
+        .arg(dir)
+        .args(names)
+        .output()
+        .expect("run deploy/dev-certs (is openssl installed?)");
+    assert!(
+        out.status.success(),
+        "deploy/dev-certs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The client-side TLS options for certificates made by `deploy/dev-certs`
+/// in `dir`: trust its CA and, if `identity`, present `client.pem`.
+pub fn tls_options(dir: &Path, identity: bool) -> TlsOptions {
+    let read = |name: &str| std::fs::read(dir.join(name)).expect("read a dev certificate");
+    let tls = TlsOptions::new(read("ca.pem"));
+    if identity {
+        tls.with_identity(read("client.pem"), read("client.key"))
+    } else {
+        tls
+    }
 }
 
 impl Default for ClusterOptions {
@@ -40,6 +81,7 @@ impl Default for ClusterOptions {
             log_keep_entries: 10_000,
             extra_args: vec![],
             env: vec![],
+            tls: None,
         }
     }
 }
@@ -118,6 +160,8 @@ pub struct NodeProc {
     pub metrics_addr: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Arguments after every other one (they win: a later flag overrides).
+    pub node_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -151,6 +195,7 @@ impl Cluster {
                     metrics_addr: format!("127.0.0.1:{}", ports[i + 2]),
                     data_dir: dir.path().join(format!("node{id}")),
                     log: dir.path().join(format!("node{id}.log")),
+                    node_args: vec![],
                     child: None,
                 }
             })
@@ -160,6 +205,10 @@ impl Cluster {
             .map(|n| format!("{}={}/{}", n.id, n.peer_addr, n.client_addr))
             .collect::<Vec<_>>()
             .join(",");
+        if options.tls.is_some() {
+            let names: Vec<String> = (1..=options.nodes).map(|id| format!("ensemble{id}")).collect();
+            dev_certs(&dir.path().join("certs"), &names);
+        }
         let mut cluster = Cluster {
             options,
             nodes,
@@ -177,6 +226,24 @@ impl Cluster {
     /// The cluster's temp directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Where the certificates of a TLS cluster are (see [`ClusterTls`]).
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// The TLS options the harness's clients and probes use: None for a
+    /// plaintext cluster.
+    pub fn tls(&self) -> Option<TlsOptions> {
+        let tls = self.options.tls.as_ref()?;
+        Some(tls_options(&self.certs_dir(), tls.client_auth))
+    }
+
+    /// Sets arguments node `id` gets last, from its next start on (they
+    /// override the cluster's: a certificate of its own, say).
+    pub fn set_node_args(&mut self, id: u64, args: Vec<String>) {
+        self.nodes[(id - 1) as usize].node_args = args;
     }
 
     fn node(&self, id: u64) -> &NodeProc {
@@ -208,7 +275,22 @@ impl Cluster {
     pub fn start_node_with(&mut self, id: u64, env: &[(String, String)]) {
         let o = self.options.clone();
         let peers = self.peers.clone();
+        let certs = self.certs_dir();
         let node = &mut self.nodes[(id - 1) as usize];
+        let mut tls_args: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(tls) = &o.tls {
+            for (flag, file) in [
+                ("--tls-ca", "ca.pem".to_string()),
+                ("--tls-cert", format!("ensemble{id}.pem")),
+                ("--tls-key", format!("ensemble{id}.key")),
+            ] {
+                tls_args.push(flag.into());
+                tls_args.push(certs.join(file).into());
+            }
+            if tls.client_auth {
+                tls_args.push("--tls-client-auth".into());
+            }
+        }
         assert!(node.child.is_none(), "node {id} is already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -236,7 +318,9 @@ impl Cluster {
             .arg(o.snapshot_entries.to_string())
             .arg("--log-keep-entries")
             .arg(o.log_keep_entries.to_string())
+            .args(&tls_args)
             .args(&o.extra_args)
+            .args(&node.node_args)
             .env(
                 "RUST_LOG",
                 std::env::var("ENSEMBLE_TEST_RUST_LOG")
@@ -349,14 +433,26 @@ impl Cluster {
 
     /// Node `id`'s status, if it answers.
     pub async fn status(&self, id: u64) -> Option<NodeStatus> {
-        node_status(&self.endpoint(id), Duration::from_secs(1)).await.ok()
+        node_status_tls(
+            &self.endpoint(id),
+            Duration::from_secs(1),
+            false,
+            self.tls().as_ref(),
+        )
+        .await
+        .ok()
     }
 
     /// Node `id`'s status with a digest of its state.
     pub async fn digest(&self, id: u64) -> Option<NodeStatus> {
-        node_status_with(&self.endpoint(id), Duration::from_secs(5), true)
-            .await
-            .ok()
+        node_status_tls(
+            &self.endpoint(id),
+            Duration::from_secs(5),
+            true,
+            self.tls().as_ref(),
+        )
+        .await
+        .ok()
     }
 
     /// Waits until a running node is leader, every running node names it
@@ -416,6 +512,7 @@ impl Cluster {
             &endpoints,
             Options {
                 session_timeout,
+                tls: self.tls(),
                 ..Options::default()
             },
         )

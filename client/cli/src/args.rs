@@ -1,6 +1,8 @@
 //! The command-line grammar (clap): the one-shot commands, and the shell's
 //! own grammar, which shares the znode commands ([`Op`]).
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 const DEFAULT_ENDPOINTS: &str = "127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183";
@@ -23,6 +25,16 @@ pub(crate) struct Cli {
     /// terminal that does not echo; never from the command line.
     #[arg(long, env = "ENSEMBLE_USER", value_name = "NAME")]
     pub user: Option<String>,
+    /// PEM certificate of the CA that signed the nodes' certificates;
+    /// setting it talks TLS to the cluster.
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a cluster that requires one (with --tls-key).
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use ensemble_client::node_status;
+use ensemble_client::{node_status_tls, TlsOptions};
 
-pub(crate) async fn cluster_status(list: &[String]) -> anyhow::Result<()> {
+pub(crate) async fn cluster_status(list: &[String], tls: Option<&TlsOptions>) -> anyhow::Result<()> {
     let mut any = false;
     for ep in list {
-        match node_status(ep, Duration::from_secs(2)).await {
+        match node_status_tls(ep, Duration::from_secs(2), false, tls).await {
             Ok(s) => {
                 any = true;
                 println!(
@@ -24,6 +24,7 @@ pub(crate) async fn cluster_status(list: &[String]) -> anyhow::Result<()> {
                     s.leader_id.unwrap_or(0)
                 );
             }
+            Err(e @ ensemble_client::Error::BadTls(_)) => return Err(e.into()),
             Err(_) => println!("node ? {ep} down"),
         }
     }

@@ -24,8 +24,11 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::Parser;
-use ensemble_client::{Client, Options};
+use ensemble_client::{Client, Options, TlsOptions};
 
 use args::{endpoints, Cli, ClusterCommand, Command};
 use cluster::cluster_status;
@@ -40,13 +43,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let mut options = Options {
         session_timeout: Duration::from_millis(cli.session_timeout),
+        tls: tls_options(&cli)?,
         ..Options::default()
     };
     if let Command::Cluster {
         what: ClusterCommand::Status,
     } = cli.command
     {
-        return cluster_status(&list).await;
+        return cluster_status(&list, options.tls.as_ref()).await;
     }
     if let Command::Op(op) = &cli.command {
         check_op(op)?;
@@ -86,6 +90,25 @@ fn password(user: &str) -> anyhow::Result<String> {
     }
     rpassword::prompt_password(format!("password for {user}: "))
         .map_err(|e| anyhow::anyhow!("can not read the password from the terminal: {e}"))
+}
+
+/// The TLS settings of the flags, with their files read; None without
+/// `--tls-ca`. (clap has checked that a certificate comes with its key.)
+fn tls_options(cli: &Cli) -> anyhow::Result<Option<TlsOptions>> {
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("{flag}: can not read {}", path.display()))
+    };
+    let Some(ca) = &cli.tls_ca else {
+        if cli.tls_cert.is_some() {
+            anyhow::bail!("--tls-cert needs --tls-ca (the CA that signed the nodes' certificates)");
+        }
+        return Ok(None);
+    };
+    let mut tls = TlsOptions::new(read("--tls-ca", ca)?);
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        tls = tls.with_identity(read("--tls-cert", cert)?, read("--tls-key", key)?);
+    }
+    Ok(Some(tls))
 }
 
 /// Runs the CLI with these arguments (the first is the program name).

@@ -31,7 +31,7 @@ impl Client {
     /// Opens a new session on the first endpoint (in random order) that
     /// grants one, and waits until it is CONNECTED.
     pub async fn connect(endpoints: &[impl AsRef<str>], options: Options) -> Result<Client> {
-        let (endpoints, clients) = connections(endpoints)?;
+        let (endpoints, clients) = connections(endpoints, options.tls.as_ref())?;
         let chroot = Chroot::new(&options.base_path)?;
         let start = Instant::now();
         let mut last_error = Error::ConnectionLoss("no endpoint tried".into());
@@ -96,7 +96,7 @@ impl Client {
         session: SessionInfo,
         options: Options,
     ) -> Result<Client> {
-        let (endpoints, clients) = connections(endpoints)?;
+        let (endpoints, clients) = connections(endpoints, options.tls.as_ref())?;
         let chroot = Chroot::new(&options.base_path)?;
         let seen = Seen {
             zxid: 0,

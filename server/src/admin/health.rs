@@ -2,12 +2,21 @@
 //! it is live (answers) or, with `--ready`, ready (in touch with a leader and
 //! the majority, and applied up to its commit index). For container health
 //! checks, so it needs nothing but this binary.
+//!
+//! With TLS on, it reads the member's own TLS settings (the same
+//! `ENSEMBLE_TLS_*` variables, so a container's health check needs no
+//! extra configuration) and presents the member's certificate, which
+//! passes when the member requires client certificates too.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use ensemble_proto::v1::ensemble_client::EnsembleClient;
 use ensemble_proto::v1::StatusRequest;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+use crate::tls::error_chain;
 
 /// Flags of `ensemble-server healthcheck`.
 #[derive(Parser, Debug)]
@@ -25,19 +34,60 @@ pub struct HealthArgs {
     /// Give up after this long.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub timeout_ms: u64,
+    /// PEM CA certificate to verify the node's certificate with; setting it
+    /// dials over TLS.
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM certificate to present (needed when the node requires client
+    /// certificates); the member's own will do.
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the node's certificate must carry [default: the host of --addr].
+    #[arg(long, value_name = "NAME")]
+    pub tls_domain: Option<String>,
+}
+
+/// The TLS settings of the check, with the files read.
+fn tls_config(args: &HealthArgs) -> Result<Option<ClientTlsConfig>, String> {
+    let Some(ca) = &args.tls_ca else {
+        return Ok(None);
+    };
+    let read = |what: &str, p: &PathBuf| {
+        std::fs::read(p).map_err(|e| format!("{what}: can not read {}: {e}", p.display()))
+    };
+    let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?));
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config = config.identity(Identity::from_pem(
+            read("--tls-cert", cert)?,
+            read("--tls-key", key)?,
+        ));
+    }
+    if let Some(domain) = &args.tls_domain {
+        config = config.domain_name(domain.clone());
+    }
+    Ok(Some(config))
 }
 
 /// Runs the check; the error says why the node is not healthy.
 pub async fn check(args: &HealthArgs) -> Result<String, String> {
     let timeout = Duration::from_millis(args.timeout_ms);
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))
-        .map_err(|e| format!("bad address {}: {e}", args.addr))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
+    let tls = tls_config(args)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", args.addr))
+        .map_err(|e| format!("bad address {}: {e}", args.addr))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("bad TLS settings: {}", error_chain(&e)))?;
+    }
+    let endpoint = endpoint.connect_timeout(timeout).timeout(timeout);
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| format!("node at {} is not live: {e}", args.addr))?;
+        .map_err(|e| format!("node at {} is not live: {}", args.addr, error_chain(&e)))?;
     let status = EnsembleClient::new(channel)
         .status(StatusRequest { with_digest: false })
         .await

@@ -32,7 +32,7 @@ use ensemble_proto::peer::Payload;
 use ensemble_proto::SessionId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -49,6 +49,10 @@ pub enum PeerError {
     /// The member's address in the membership is not usable.
     #[error("peer {0} has an invalid address: {1}")]
     BadAddress(NodeId, String),
+    /// TLS could not be set up for the peer's address (its host is not a
+    /// valid TLS server name, say).
+    #[error("peer {0}: can not set up TLS: {1}")]
+    Tls(NodeId, String),
     /// The call failed on the way or on the other side.
     #[error("peer call failed: {0}")]
     Transport(#[from] tonic::Status),
@@ -64,6 +68,9 @@ pub struct Peers {
     /// Peers whose last Raft call failed, to log each change once.
     down: Arc<Mutex<HashSet<NodeId>>>,
     contact: Arc<Contact>,
+    /// How to dial peers over TLS (this member's certificate and the CA);
+    /// None: plaintext.
+    tls: Option<ClientTlsConfig>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -71,12 +78,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Peers {
-    /// Channels that report answers to `contact`.
-    pub fn new(contact: Arc<Contact>) -> Self {
+    /// Channels that report answers to `contact`, over TLS when `tls` is
+    /// set (peers then present this member's certificate: mutual TLS).
+    pub fn new(contact: Arc<Contact>, tls: Option<ClientTlsConfig>) -> Self {
         Peers {
             channels: Default::default(),
             down: Default::default(),
             contact,
+            tls,
         }
     }
 
@@ -102,8 +111,18 @@ impl Peers {
                 return Ok(wrap(ch.clone()));
             }
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|_| PeerError::BadAddress(id, addr.to_string()))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|_| PeerError::BadAddress(id, addr.to_string()))?;
+        let endpoint = match &self.tls {
+            // The peer's certificate is checked against the host of its
+            // address in the membership.
+            Some(tls) => endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| PeerError::Tls(id, e.to_string()))?,
+            None => endpoint,
+        };
+        let endpoint = endpoint
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))

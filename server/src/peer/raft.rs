@@ -104,7 +104,12 @@ where
             r.into_inner()
         }
         Err(status) => {
-            peers.outcome(target, Some(&status.message()));
+            // The transport's causes say why (a refused certificate, say).
+            let why = match std::error::Error::source(&status) {
+                Some(cause) => format!("{}: {}", status.message(), crate::tls::error_chain(cause)),
+                None => status.message().to_string(),
+            };
+            peers.outcome(target, Some(&why));
             if status.code() == tonic::Code::Unavailable {
                 return Err(RPCError::Unreachable(Unreachable::new(&status)));
             }

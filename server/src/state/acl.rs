@@ -37,14 +37,21 @@ impl AclEntry {
 }
 
 /// One identity of a session, proven when it was added (by a password
-/// checked on the node that received it).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+/// checked on the node that received it). Its `Debug` leaves the digest
+/// hash out: an unsalted hash invites guessing the password offline.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
     /// `digest` for a user, `super` for the configured super user.
     pub scheme: String,
     /// For `digest`, ZooKeeper's `user:base64(sha1(user:password))`, so
     /// ACLs written for ZooKeeper match; for `super`, the user.
     pub id: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.scheme, self.user())
+    }
 }
 
 impl Identity {
