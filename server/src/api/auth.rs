@@ -67,6 +67,17 @@ fn zookeeper_digest(user: &str, password: &str) -> String {
     format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(sha))
 }
 
+/// A hash no password is checked against successfully (its password is
+/// random and forgotten), made once.
+fn unknown_user_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        let mut forgotten = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut forgotten);
+        hash_password(&format!("{forgotten:?}")).unwrap_or_default()
+    })
+}
+
 fn failed(message: String) -> Refusal {
     crate::metrics::auth_failed();
     Refusal::new(ErrorCode::AuthFailed, message)
@@ -118,24 +129,25 @@ impl Authenticator {
         if !ensemble_proto::acl::valid_user(&user) {
             return Err(rejected());
         }
-        let Some(hash) = self.users.get(&user).cloned() else {
-            return Err(rejected());
-        };
+        // An unknown user costs a check too, so timing does not tell
+        // which users exist.
+        let known = self.users.get(&user).cloned();
         let permit = self
             .checks
             .acquire()
             .await
             .map_err(|_| Refusal::new(ErrorCode::SystemError, "the node is stopping"))?;
-        let checking = password.clone();
+        let (checking, stored) = (password.clone(), known.clone());
         let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
+            let hash = stored.as_deref().unwrap_or_else(|| unknown_user_hash());
+            PasswordHash::new(hash)
                 .map(|h| Argon2::default().verify_password(checking.as_bytes(), &h).is_ok())
                 .unwrap_or(false)
         })
         .await
         .unwrap_or(false);
         drop(permit);
-        if !ok {
+        if !ok || known.is_none() {
             return Err(rejected());
         }
         let mut identities = vec![Identity {
