@@ -5,6 +5,7 @@
 
 use ensemble_proto::v1 as pb;
 
+use crate::acl::Acl;
 use crate::chroot::Chroot;
 use crate::client::Client;
 use crate::convert;
@@ -29,6 +30,8 @@ pub enum Op {
         data: Vec<u8>,
         /// Ephemeral and/or sequential.
         mode: CreateMode,
+        /// Its ACL; empty: `world:anyone:cdrwa`.
+        acl: Vec<Acl>,
     },
     /// Replaces a znode's data if it is at `version` (-1: any).
     Set {
@@ -79,10 +82,22 @@ pub struct Multi<'a> {
 impl<'a> Multi<'a> {
     /// Adds a create.
     pub fn create(self, path: impl Into<String>, data: impl Into<Vec<u8>>, mode: CreateMode) -> Self {
+        self.create_with_acl(path, data, mode, &[])
+    }
+
+    /// Adds a create with an ACL (empty: `world:anyone:cdrwa`).
+    pub fn create_with_acl(
+        self,
+        path: impl Into<String>,
+        data: impl Into<Vec<u8>>,
+        mode: CreateMode,
+        acl: &[Acl],
+    ) -> Self {
         self.op(Op::Create {
             path: path.into(),
             data: data.into(),
             mode,
+            acl: acl.to_vec(),
         })
     }
 
@@ -155,11 +170,16 @@ fn to_proto(chroot: &Chroot, op: Op) -> Result<pb::Op> {
             path: chroot.full(&path, false)?,
             expected_version: version,
         }),
-        Op::Create { path, data, mode } => O::Create(pb::CreateOp {
+        Op::Create {
+            path,
+            data,
+            mode,
+            acl,
+        } => O::Create(pb::CreateOp {
             path: chroot.full(&path, mode.is_sequential())?,
             data,
             mode: pb::CreateMode::from(mode) as i32,
-            acl: vec![],
+            acl: acl.iter().map(pb::Acl::from).collect(),
         }),
         Op::Set { path, data, version } => O::Set(pb::SetOp {
             path: chroot.full(&path, false)?,
@@ -205,6 +225,7 @@ mod tests {
                 path: "/q-".into(),
                 data: b"d".to_vec(),
                 mode: CreateMode::EphemeralSequential,
+                acl: vec![Acl::open()],
             },
         )
         .unwrap();
@@ -212,7 +233,7 @@ mod tests {
             path: "/app/q-".into(),
             data: b"d".to_vec(),
             mode: pb::CreateMode::EphemeralSequential as i32,
-            acl: vec![],
+            acl: vec![pb::Acl::from(&Acl::open())],
         });
         assert_eq!(op.op, Some(expected));
         for bad in [

@@ -5,7 +5,6 @@
 //! ACL versions; and the CLI's `--user`, `getacl`, `setacl`, `create --acl`,
 //! `whoami` and `addauth`.
 
-use ensemble_proto::acl::perm_name;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -13,7 +12,7 @@ use ensemble_client::acl::{ADMIN, ALL, CREATE, DELETE, READ, WRITE};
 use ensemble_client::{
     Acl, Client, CreateMode, Error, ErrorCode, Identity, Options, SessionState, StateEvent,
 };
-use ensemble_proto::acl::perms_to_string;
+use ensemble_proto::acl::{perm_name, perms_to_string};
 use ensemble_tests::{poll_until, run_cli, run_cli_env, write_users_file, Cluster, ClusterOptions};
 use sha1::{Digest, Sha1};
 use tokio::sync::mpsc;
@@ -575,6 +574,38 @@ async fn malformed_acls_and_stale_acl_versions_change_nothing() {
             );
         }
     }
+
+    // In a multi too: a malformed ACL fails the multi at its op, nothing
+    // is created; a good one is the new znode's.
+    let e = anonymous
+        .multi()
+        .create("/m1", vec![], CreateMode::Persistent)
+        .create_with_acl("/m2", vec![], CreateMode::Persistent, &[bad[0].1.clone()])
+        .run()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidAcl, "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Server {
+                op_index: Some(1),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(anonymous.exists("/m1").await.unwrap().is_none(), "multi: created");
+    let only_alice = [Acl::new("digest", "alice", ALL)];
+    anonymous
+        .multi()
+        .create_with_acl("/m3", vec![], CreateMode::Persistent, &only_alice)
+        .run()
+        .await
+        .unwrap();
+    alice.sync("/m3").await.unwrap(); // alice's node may not have applied it yet
+    assert_eq!(alice.get_acl("/m3").await.unwrap().0, only_alice);
+    assert_eq!(anonymous.get("/m3").await.unwrap_err().code(), ErrorCode::NoAuth);
 
     // A znode made without an ACL is open; set_acl with a malformed ACL
     // leaves the ACL and its version.

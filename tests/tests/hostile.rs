@@ -295,6 +295,7 @@ async fn a_multi_of_10_000_creates_is_fast_and_small_and_the_limit_is_clean() {
             path: format!("/big/child-{i:05}"),
             data: vec![],
             mode: CreateMode::Persistent,
+            acl: vec![],
         })
         .collect();
     let start = Instant::now();
@@ -342,6 +343,7 @@ async fn a_multi_of_10_000_creates_is_fast_and_small_and_the_limit_is_clean() {
         path: "/big/one-too-many".into(),
         data: vec![],
         mode: CreateMode::Persistent,
+        acl: vec![],
     });
     let e = c.multi().ops(too_many).run().await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::BadArguments, "{e}");
@@ -364,6 +366,7 @@ async fn a_hundred_thousand_children_and_a_thousand_deep_path_work() {
                 path: format!("/wide/n{batch}-{i:05}"),
                 data: vec![],
                 mode: CreateMode::Persistent,
+                acl: vec![],
             })
             .collect::<Vec<_>>();
         c.multi().ops(ops).run().await.expect("multi");
@@ -393,6 +396,7 @@ async fn a_hundred_thousand_children_and_a_thousand_deep_path_work() {
                     path: path.clone(),
                     data: vec![],
                     mode: CreateMode::Persistent,
+                    acl: vec![],
                 }
             })
             .collect::<Vec<_>>();
