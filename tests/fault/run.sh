@@ -4,11 +4,15 @@
 # then checks the history. One line per scenario:
 #   PASS name ops=... unavailable_max_ms=... expiry_delay_max_ms=... T_ms=...
 #   FAIL name why
-# Usage: tests/fault/run.sh [--list] [--retry-failed] [SCENARIO...]   (no scenario: all)
+# Usage: tests/fault/run.sh [--list] [--secure] [--retry-failed] [SCENARIO...]   (no scenario: all)
 # --retry-failed runs a failed scenario once more and reports FLAKY if the
 # second run passes (CI uses it; a scenario failing twice fails the suite).
 # A scenario listed in known_failing that fails twice is reported XFAIL and
 # does not fail the suite: it names an open bug (see docs/faults.md).
+# --secure (or FAULT_SECURE=1) runs the cluster in secure mode (deploy/cluster
+# up --secure: TLS for clients and peers, authentication required); the CLI,
+# the workload and its holders then connect with TLS as user admin (the
+# environment of `deploy/cluster env`).
 # Reports and histories: tests/fault/out/ (or $FAULT_OUT).
 set -uo pipefail
 
@@ -23,9 +27,18 @@ known_failing=()
 DURATION=${FAULT_DURATION:-30}
 out=${FAULT_OUT:-$here/out}
 
-if [ "${1:-}" = "--list" ]; then printf '%s\n' "${scenarios[@]}"; exit 0; fi
 retry=no
-if [ "${1:-}" = "--retry-failed" ]; then retry=yes; shift; fi
+secure=${FAULT_SECURE:-0}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --list) printf '%s\n' "${scenarios[@]}"; exit 0 ;;
+    --retry-failed) retry=yes; shift ;;
+    --secure) secure=1; shift ;;
+    --) shift; break ;;
+    -*) echo "unknown option '$1'; usage: tests/fault/run.sh [--list] [--secure] [--retry-failed] [SCENARIO...]" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
 selected=("$@")
 [ ${#selected[@]} -eq 0 ] && selected=("${scenarios[@]}")
 for s in "${selected[@]}"; do
@@ -36,16 +49,24 @@ mkdir -p "$out"
 (cd "$root" && cargo build -q --release --bin ensemble-server --bin ensemble \
   && cargo build -q -p ensemble-tests --bin ensemble-fault --bin ensemble-test-holder) || { echo "build failed" >&2; exit 2; }
 "$root/deploy/cluster" down --volumes >/dev/null 2>&1 || true
-"$root/deploy/cluster" up >/dev/null || { echo "FAIL setup the cluster did not come up"; exit 1; }
+if [ "$secure" = 1 ]; then
+  mode=" (secure: TLS + auth)"
+  ENSEMBLE_SECURE=1 "$root/deploy/cluster" up --secure >/dev/null || { echo "FAIL setup the cluster did not come up (secure)"; exit 1; }
+else
+  mode=""
+  ENSEMBLE_SECURE=0 "$root/deploy/cluster" up >/dev/null || { echo "FAIL setup the cluster did not come up"; exit 1; }
+fi
+# The CLI (faults.sh), the workload and its holders follow the cluster's mode:
+# ENSEMBLE_TLS_CA, ENSEMBLE_USER and ENSEMBLE_PASSWORD (read from its file) in
+# secure mode, none of them in plaintext.
+eval "$("$root/deploy/cluster" env)"
 FAULT="$root/target/debug/ensemble-fault"
 
+# deploy/cluster knows the compose files of the mode it was brought up in.
 fresh_cluster() {
   "$root/deploy/cluster" down --volumes >/dev/null 2>&1
-  (cd "$root" && compose_up) >/dev/null 2>&1
+  "$root/deploy/cluster" compose up -d >/dev/null 2>&1
   wait_healthy 90 && wait_leader 30 >/dev/null
-}
-compose_up() {
-  if docker compose version >/dev/null 2>&1; then docker compose up -d; else docker-compose up -d; fi
 }
 
 # The faults of each scenario, run while the workload runs. Each step is
@@ -105,7 +126,7 @@ failed=0; npass=0; nfail=0; nxfail=0
 for s in "${selected[@]}"; do
   if run_one "$s"; then
     npass=$((npass + 1))
-  elif [ $retry = yes ] && run_one "$s" | sed 's/^PASS /FLAKY (passed on retry) /' | tee /dev/stderr | grep -q '^FLAKY'; then
+  elif [ $retry = yes ] && { line=$(run_one "$s" | sed 's/^PASS /FLAKY (passed on retry) /'); echo "$line"; [[ $line == FLAKY* ]]; }; then
     npass=$((npass + 1))
   elif printf '%s\n' "${known_failing[@]}" | grep -qx "$s"; then
     echo "XFAIL $s: a known open bug, see docs/faults.md"
@@ -114,6 +135,6 @@ for s in "${selected[@]}"; do
     failed=1; nfail=$((nfail + 1))
   fi
 done
-echo "fault suite: $npass passed, $nfail failed, $nxfail known failing"
+echo "fault suite$mode: $npass passed, $nfail failed, $nxfail known failing"
 "$root/deploy/cluster" down --volumes >/dev/null 2>&1
 exit $failed

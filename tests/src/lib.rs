@@ -530,10 +530,17 @@ impl Cluster {
     /// ephemeral at `path`, connected through the given nodes.
     pub fn spawn_holder(&self, ids: &[u64], timeout: Duration, path: &str) -> Holder {
         let endpoints: Vec<String> = ids.iter().map(|id| self.endpoint(*id)).collect();
+        // The holder reads TLS and credentials from the environment (the
+        // fault suite's secure mode); a test cluster here is plaintext.
         let mut child = Command::new(bin("ensemble-test-holder"))
             .arg(endpoints.join(","))
             .arg(timeout.as_millis().to_string())
             .arg(path)
+            .env_remove("ENSEMBLE_TLS_CA")
+            .env_remove("ENSEMBLE_TLS_CERT")
+            .env_remove("ENSEMBLE_TLS_KEY")
+            .env_remove("ENSEMBLE_USER")
+            .env_remove("ENSEMBLE_PASSWORD")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ensemble_tests::fault::{checker, history::Status, workload};
+use ensemble_client::Options;
+use ensemble_tests::fault::{checker, history::Status, options_from_env, workload};
 
 #[derive(Parser, Debug)]
 #[command(name = "ensemble-fault", about = "Workload and checker for the fault suite")]
@@ -41,6 +42,15 @@ fn holder_bin() -> PathBuf {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // TLS and credentials for a secure cluster, from ENSEMBLE_TLS_* and
+    // ENSEMBLE_USER / ENSEMBLE_PASSWORD (the holders inherit them).
+    let options = match options_from_env(Options::default()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ensemble-fault: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let cfg = workload::Config {
         endpoints: args.endpoints.split(',').map(|s| s.trim().to_string()).collect(),
         clients: args.clients,
@@ -52,6 +62,7 @@ fn main() -> ExitCode {
         holder_bin: holder_bin(),
         expiry_slack: Duration::from_millis(args.expiry_slack_ms),
         prefix: format!("/run-{}", std::process::id()),
+        options,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ensemble_client::{Client, CreateMode, Options, StateEvent};
+use ensemble_tests::fault::options_from_env;
 use tracing::info;
 
 #[tokio::main(flavor = "current_thread")]
@@ -20,10 +21,12 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: ensemble-test-holder ENDPOINTS TIMEOUT_MS PATH");
     };
     let endpoints: Vec<&str> = endpoints.split(',').collect();
-    let options = Options {
+    // TLS and credentials for a secure cluster, from the environment
+    // (ENSEMBLE_TLS_*, ENSEMBLE_USER / ENSEMBLE_PASSWORD; see options_from_env).
+    let options = options_from_env(Options {
         session_timeout: Duration::from_millis(timeout_ms.parse()?),
         ..Options::default()
-    };
+    })?;
     if let Some(dir) = std::env::var_os("ENSEMBLE_HOLDER_LOG_DIR") {
         let name = path.trim_start_matches('/').replace('/', "_");
         std::fs::create_dir_all(&dir)?;

@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ensemble_client::recipes::lock::Lock;
-use ensemble_client::{Client, CreateMode, Error, ErrorCode, Options};
+use ensemble_client::{Client, CreateMode, Error, ErrorCode, Options, TlsOptions};
 use rand::Rng;
 
 use super::checker::FinalState;
 use super::history::{Op, Record, Status};
 
 /// What to run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     pub endpoints: Vec<String>,
     pub clients: u32,
@@ -32,6 +32,30 @@ pub struct Config {
     pub expiry_slack: Duration,
     /// Every path of this run lives under it, so runs never see each other.
     pub prefix: String,
+    /// What every client of the workload starts from: TLS and credentials
+    /// for a secure cluster (see [`options_from_env`](super::options_from_env)),
+    /// else the defaults. Each client sets its timeouts on top.
+    pub options: Options,
+}
+
+/// Without the options: they may hold a password.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("endpoints", &self.endpoints)
+            .field("clients", &self.clients)
+            .field("duration", &self.duration)
+            .field("session_timeout", &self.session_timeout)
+            .field("keys", &self.keys)
+            .field("holders", &self.holders)
+            .field("kill_holders", &self.kill_holders)
+            .field("holder_bin", &self.holder_bin)
+            .field("expiry_slack", &self.expiry_slack)
+            .field("prefix", &self.prefix)
+            .field("tls", &self.options.tls.is_some())
+            .field("user", &self.options.credentials.is_some())
+            .finish()
+    }
 }
 
 /// What happened, for the checker and the report.
@@ -69,7 +93,7 @@ async fn connect(cfg: &Config) -> Result<Client, Error> {
             session_timeout: cfg.session_timeout,
             connect_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(8),
-            ..Options::default()
+            ..cfg.options.clone()
         },
     )
     .await
@@ -308,7 +332,7 @@ async fn per_node_clients(cfg: &Config, violations: &mut Vec<String>) -> Vec<Cli
             Options {
                 connect_timeout: Duration::from_secs(60),
                 session_timeout: Duration::from_secs(60),
-                ..Options::default()
+                ..cfg.options.clone()
             },
         )
         .await
@@ -470,7 +494,9 @@ pub async fn run(cfg: Config) -> Result<Report, Error> {
     for c in per_node.iter() {
         let _ = c.close().await;
     }
-    report.violations.extend(converged(&cfg.endpoints).await);
+    report
+        .violations
+        .extend(converged_tls(&cfg.endpoints, cfg.options.tls.as_ref()).await);
 
     let mut h = std::mem::take(&mut *history.lock().unwrap_or_else(|p| p.into_inner()));
     h.sort_by_key(|r| r.invoke_ms);
@@ -494,13 +520,21 @@ pub async fn run(cfg: Config) -> Result<Report, Error> {
 /// until all nodes report one applied index, then compares their digests.
 /// Returns the problems found (none: converged).
 pub async fn converged(endpoints: &[String]) -> Vec<String> {
-    use ensemble_client::node_status_with;
+    converged_tls(endpoints, None).await
+}
+
+/// [`converged`], asking over TLS when `tls` is set (a cluster with TLS on
+/// answers status calls only over TLS).
+pub async fn converged_tls(endpoints: &[String], tls: Option<&TlsOptions>) -> Vec<String> {
+    use ensemble_client::node_status_tls;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut seen = Vec::new();
+        let mut errors = Vec::new();
         for ep in endpoints {
-            if let Ok(s) = node_status_with(ep, Duration::from_secs(5), true).await {
-                seen.push((ep.clone(), s.applied_zxid, s.digest));
+            match node_status_tls(ep, Duration::from_secs(5), true, tls).await {
+                Ok(s) => seen.push((ep.clone(), s.applied_zxid, s.digest)),
+                Err(e) => errors.push(format!("{ep}: {e}")),
             }
         }
         if seen.len() == endpoints.len() && seen.iter().all(|s| s.1 == seen[0].1) {
@@ -511,7 +545,9 @@ pub async fn converged(endpoints: &[String]) -> Vec<String> {
             };
         }
         if Instant::now() > deadline {
-            return vec![format!("replicas never reached the same applied index: {seen:?}")];
+            return vec![format!(
+                "replicas never reached the same applied index: {seen:?}; unanswered: {errors:?}"
+            )];
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
