@@ -140,8 +140,45 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// Free loopback ports, found by binding port 0.
+/// Free loopback ports. They come from below the kernel's ephemeral range
+/// (`ip_local_port_range`), so no outgoing connection (of another test's
+/// clients, say) can take one between this check and the server's bind,
+/// as happened with ports from binding port 0; a process-wide cursor
+/// never hands out a port twice.
 pub fn free_ports(n: usize) -> Vec<u16> {
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    const LOW: u16 = 10_000;
+    let high = ephemeral_low().saturating_sub(1);
+    if high < LOW + 1_000 {
+        return port_zero(n);
+    }
+    let mut next = NEXT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut port = next.unwrap_or_else(|| LOW + rand::random::<u16>() % (high - LOW));
+    let mut ports = Vec::with_capacity(n);
+    for _ in LOW..=high {
+        if ports.len() == n {
+            break;
+        }
+        port = if port >= high { LOW } else { port + 1 };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    assert_eq!(ports.len(), n, "no {n} free ports in {LOW}..={high}");
+    *next = Some(port);
+    ports
+}
+
+/// The lowest port the kernel picks for outgoing connections.
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// Ports found by binding port 0 (where no range lies below the ephemeral one).
+fn port_zero(n: usize) -> Vec<u16> {
     let listeners: Vec<_> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
         .collect();
