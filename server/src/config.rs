@@ -156,6 +156,40 @@ pub struct Args {
         default_missing_value = "true"
     )]
     pub tls_client_auth: Option<bool>,
+    /// File holding the cluster's peer secret (one line of at least 32
+    /// printable ASCII characters, the same on every member; e.g.
+    /// `openssl rand -hex 32`). Every call between members carries it and
+    /// the peer port refuses calls without it. Needed, without TLS, for
+    /// --require-auth; with TLS it is checked on top of the certificates.
+    /// Read once at startup, never logged. [default: none]
+    #[arg(long, value_name = "FILE", env = "ENSEMBLE_PEER_SECRET_FILE")]
+    pub peer_secret_file: Option<PathBuf>,
+    /// Run with --require-auth although the peer port is protected by
+    /// neither TLS nor a peer secret: whoever reaches it can then act as a
+    /// member (forge sessions and identities, vote, append entries). Only
+    /// for a peer network nothing else can reach [default: false].
+    #[arg(
+        long,
+        value_name = "BOOL",
+        env = "ENSEMBLE_ALLOW_OPEN_PEER_PORT",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub allow_open_peer_port: Option<bool>,
+    /// Most client connections open at once; more are closed as they
+    /// arrive. A process's sessions share connections [default: 10000].
+    #[arg(long, value_name = "N", env = "ENSEMBLE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most concurrent HTTP/2 streams (sessions and calls) on one client
+    /// connection; more are refused and the client library opens another
+    /// connection [default: 1000].
+    #[arg(long, value_name = "N", env = "ENSEMBLE_MAX_STREAMS_PER_CONNECTION")]
+    pub max_streams_per_connection: Option<u32>,
+    /// How long a connection may take to finish its TLS handshake before it
+    /// is closed [default: 5000].
+    #[arg(long, value_name = "MS", env = "ENSEMBLE_TLS_HANDSHAKE_TIMEOUT_MS")]
+    pub tls_handshake_timeout_ms: Option<u64>,
 }
 
 /// Where metrics are served unless `metrics_addr` says otherwise
@@ -290,6 +324,77 @@ pub struct Config {
     pub worker_threads: usize,
     /// TLS for the listeners and peer calls; None: plaintext.
     pub tls: Option<Tls>,
+    /// The secret every peer call carries; None: none asked.
+    pub peer_secret: Option<PeerSecret>,
+    /// The most client connections at once.
+    pub max_connections: usize,
+    /// The most concurrent streams on one client connection.
+    pub max_streams_per_connection: u32,
+    /// How long a TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Config {
+    /// Whether anyone who reaches the peer port can act as a member
+    /// (neither TLS nor a peer secret protects it).
+    pub fn peer_port_open(&self) -> bool {
+        self.tls.is_none() && self.peer_secret.is_none()
+    }
+}
+
+/// The cluster's peer secret. Its `Debug` hides it; it is compared in
+/// constant time, so a caller learns nothing from how long a refusal took.
+#[derive(Clone)]
+pub struct PeerSecret(std::sync::Arc<str>);
+
+/// Shortest peer secret accepted: guessing it must be hopeless.
+pub const MIN_PEER_SECRET_CHARS: usize = 32;
+
+impl std::fmt::Debug for PeerSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerSecret(<hidden>)")
+    }
+}
+
+impl PeerSecret {
+    /// Reads and checks the secret file; the error names the setting and
+    /// the file, never the contents.
+    pub fn load(path: &std::path::Path) -> Result<PeerSecret, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            bad(format!(
+                "--peer-secret-file: can not read {}: {e}",
+                path.display()
+            ))
+        })?;
+        PeerSecret::new(text.trim())
+            .map_err(|why| bad(format!("--peer-secret-file: {}: {why}", path.display())))
+    }
+
+    /// A secret from its text (at least [`MIN_PEER_SECRET_CHARS`] printable
+    /// ASCII characters: it travels as a gRPC metadata value).
+    pub fn new(text: &str) -> Result<PeerSecret, String> {
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the secret must be printable ASCII without spaces".into());
+        }
+        if text.len() < MIN_PEER_SECRET_CHARS {
+            return Err(format!(
+                "the secret has {} characters; at least {MIN_PEER_SECRET_CHARS} are needed",
+                text.len()
+            ));
+        }
+        Ok(PeerSecret(text.into()))
+    }
+
+    /// The secret, to send.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `presented` is the secret; takes the same time wherever
+    /// the first difference is.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        crate::state::sessions::constant_time_eq(self.0.as_bytes(), presented)
+    }
 }
 
 /// The users file's users: name → argon2 hash of the password, as a PHC
@@ -518,6 +623,27 @@ impl Config {
                 )));
             }
         };
+        let peer_secret = args
+            .peer_secret_file
+            .as_deref()
+            .map(PeerSecret::load)
+            .transpose()?;
+        if require_auth && tls.is_none() && peer_secret.is_none() && args.allow_open_peer_port != Some(true) {
+            return Err(bad(
+                "require_auth is set but the peer port is open: whoever reaches it could act as a member \
+                 and forge sessions and identities. Protect it with --peer-secret-file (or TLS: --tls-cert, \
+                 --tls-key, --tls-ca), or pass --allow-open-peer-port if nothing else can reach the peer network",
+            ));
+        }
+        let max_connections = args.max_connections.unwrap_or(10_000);
+        if max_connections == 0 || max_connections > 1_000_000 {
+            return Err(bad("max_connections must be between 1 and 1000000"));
+        }
+        let max_streams_per_connection = args.max_streams_per_connection.unwrap_or(1000);
+        if max_streams_per_connection == 0 || max_streams_per_connection > 100_000 {
+            return Err(bad("max_streams_per_connection must be between 1 and 100000"));
+        }
+        let tls_handshake_timeout = ms("tls_handshake_timeout_ms", args.tls_handshake_timeout_ms, 5000)?;
         Ok(Config {
             id,
             client_addr,
@@ -543,6 +669,10 @@ impl Config {
             metrics_addr,
             worker_threads,
             tls,
+            peer_secret,
+            max_connections,
+            max_streams_per_connection,
+            tls_handshake_timeout,
         })
     }
 
@@ -687,6 +817,20 @@ mod tests {
             let e = Config::load(args(peers)).unwrap_err().to_string();
             assert!(e.contains(why), "{peers}: {e}");
         }
+    }
+
+    #[test]
+    fn the_peer_secret_is_checked_hidden_and_compared_whole() {
+        assert!(PeerSecret::new("short").unwrap_err().contains("at least 32"));
+        assert!(
+            PeerSecret::new(&format!("{} x", "a".repeat(40))).is_err(),
+            "spaces"
+        );
+        let secret = PeerSecret::new(&"s3cr3t-".repeat(6)).unwrap();
+        assert!(secret.matches("s3cr3t-".repeat(6).as_bytes()));
+        assert!(!secret.matches("s3cr3t-".repeat(5).as_bytes()));
+        assert!(!secret.matches(format!("{}X", "s3cr3t-".repeat(6)).as_bytes()));
+        assert!(!format!("{secret:?}").contains("s3cr3t"));
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod config;
 pub mod consensus;
+pub(crate) mod listen;
 pub(crate) mod liveness;
 pub(crate) mod metrics;
 pub(crate) mod node;

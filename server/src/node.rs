@@ -11,8 +11,6 @@ use ensemble_proto::peer::peer_server::PeerServer;
 use ensemble_proto::v1::ensemble_server::EnsembleServer;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 use tracing::{error, info, warn};
 
 use crate::api::watches::WatchHub;
@@ -22,13 +20,14 @@ use crate::consensus::log_mark::{self, LogMark};
 use crate::consensus::{
     self, Consensus, Contact, FailStop, LogStore, Proposer, Raft, Router, StateMachineStore,
 };
+use crate::listen;
 use crate::liveness::expiry::{ExpiryLoop, Timings};
 use crate::liveness::{ApplyMarks, Liveness, Touches};
 use crate::peer::forward::Forwarder;
 use crate::peer::raft::Network;
 use crate::peer::{PeerService, Peers, Reporting, MAX_PEER_MESSAGE};
 use crate::state::{NodeId, PeerNode};
-use crate::tls::{error_chain, Tls};
+use crate::tls::Tls;
 
 /// Why a member could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +62,9 @@ pub enum StartError {
     #[error("{0}")]
     Failed(String),
 }
+
+/// Most connections the peer port holds at once: members need a few each.
+const PEER_CONNECTIONS: usize = 256;
 
 /// The name of the log mark in the data directory.
 pub const LOG_MARK_FILE: &str = "log-mark";
@@ -109,25 +111,55 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     // TLS before anything runs: a certificate and key rustls refuses (a
     // key that is not the certificate's, say) are a configuration error.
-    let tls_error = |e: tonic::transport::Error| {
-        StartError::Config(ConfigError(format!(
-            "--tls-cert/--tls-key can not be used: {}",
-            error_chain(&e)
-        )))
+    let tls_error = |e: crate::tls::TlsError| StartError::Config(ConfigError(e.to_string()));
+    let listener_tls = match &config.tls {
+        Some(tls) => {
+            let member_hosts: Vec<String> = config
+                .members
+                .values()
+                .map(|m| crate::tls::host_of(&m.peer_addr).to_string())
+                .collect();
+            Some((
+                tls.peer_listener(&member_hosts).map_err(tls_error)?,
+                tls.client_listener().map_err(tls_error)?,
+            ))
+        }
+        None => None,
     };
-    let mut peer_builder = tonic::transport::Server::builder();
-    let mut client_builder = tonic::transport::Server::builder();
-    if let Some(tls) = &config.tls {
-        peer_builder = peer_builder.tls_config(tls.peer_listener()).map_err(tls_error)?;
-        client_builder = client_builder
-            .tls_config(tls.client_listener())
-            .map_err(tls_error)?;
+    if config.peer_port_open() {
+        warn!(
+            peer = %config.peer_addr,
+            "THE PEER PORT IS OPEN: neither TLS nor a peer secret protects it, so any process that reaches \
+             {} can act as a member (forge sessions and identities, vote, append entries). Set \
+             --peer-secret-file or TLS unless nothing but the members can reach the peer network",
+            config.peer_addr
+        );
     }
+    let peer_builder = tonic::transport::Server::builder().layer(tonic::service::interceptor(
+        crate::peer::Gate::new(config.peer_secret.clone()),
+    ));
+    let client_builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.max_streams_per_connection)
+        // A client's hedged dials cancel streams; h2's default of 20
+        // pending resets would close the whole shared connection.
+        .http2_max_pending_accept_reset_streams(Some(1000));
+    let client_budget = crate::listen::Budget {
+        max_connections: config.max_connections,
+        handshake_timeout: config.tls_handshake_timeout,
+    };
+    let peer_budget = crate::listen::Budget {
+        max_connections: PEER_CONNECTIONS,
+        handshake_timeout: config.tls_handshake_timeout,
+    };
 
     // Layer 2: consensus.
     let (fail, mut failure) = FailStop::new();
     let contact = Arc::new(Contact::new(config.id, config.raft_heartbeat));
-    let peers = Peers::new(contact.clone(), config.tls.as_ref().map(Tls::dialer));
+    let peers = Peers::new(
+        contact.clone(),
+        config.tls.as_ref().map(Tls::dialer),
+        config.peer_secret.as_ref(),
+    );
     let committed = log_store.committed_index();
     let appended = log_store.appended();
     let network = Network {
@@ -227,23 +259,39 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             stopped(stop_rx.clone()),
         ));
     }
-    let peer_server = tokio::spawn(
-        peer_builder
-            .add_service(
-                PeerServer::new(peer_service)
-                    .max_decoding_message_size(MAX_PEER_MESSAGE)
-                    .max_encoding_message_size(MAX_PEER_MESSAGE),
-            )
-            .serve_with_incoming_shutdown(no_delay(peer_listener), stopped(stop_rx.clone())),
+    let mut peer_builder = peer_builder;
+    let peer_router = peer_builder.add_service(
+        PeerServer::new(peer_service)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE),
     );
-    let client_server = tokio::spawn(
-        client_builder
-            .layer(crate::api::limits::OversizeLayer {
-                limit: config.max_request_bytes,
-            })
-            .add_service(EnsembleServer::new(clients).max_decoding_message_size(config.max_request_bytes))
-            .serve_with_incoming_shutdown(no_delay(client_listener), stopped(stop_rx)),
-    );
+    let mut client_builder = client_builder.layer(crate::api::limits::OversizeLayer {
+        limit: config.max_request_bytes,
+    });
+    let client_router = client_builder
+        .add_service(EnsembleServer::new(clients).max_decoding_message_size(config.max_request_bytes));
+    let (peer_server, client_server) = match listener_tls {
+        Some((peer_tls, client_tls)) => (
+            tokio::spawn(peer_router.serve_with_incoming_shutdown(
+                listen::tls(peer_listener, "peers", peer_budget, peer_tls),
+                stopped(stop_rx.clone()),
+            )),
+            tokio::spawn(client_router.serve_with_incoming_shutdown(
+                listen::tls(client_listener, "clients", client_budget, client_tls),
+                stopped(stop_rx),
+            )),
+        ),
+        None => (
+            tokio::spawn(peer_router.serve_with_incoming_shutdown(
+                listen::plain(peer_listener, "peers", peer_budget),
+                stopped(stop_rx.clone()),
+            )),
+            tokio::spawn(client_router.serve_with_incoming_shutdown(
+                listen::plain(client_listener, "clients", client_budget),
+                stopped(stop_rx),
+            )),
+        ),
+    };
     let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let peer_server = watch_listener(&fail, &shutting_down, "peers", peer_server);
     let client_server = watch_listener(&fail, &shutting_down, "clients", client_server);
@@ -291,21 +339,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         warn!(%e, "final flush failed");
     }
     Ok(())
-}
-
-/// Accepted connections with Nagle's algorithm off. tonic's `tcp_nodelay`
-/// applies only to listeners it binds itself; without it a small reply
-/// (a forwarded write's answer, say) can wait ~40 ms for a delayed ACK.
-fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
-                warn!(%e, "could not turn off Nagle's algorithm on a connection");
-            }
-        })
-    })
 }
 
 /// A listener that stops while the member runs leaves a member that serves

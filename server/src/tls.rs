@@ -1,19 +1,31 @@
 //! TLS for a member's two listeners and its calls to other members
-//! (rustls, through tonic's `tls` feature).
+//! (rustls; the listeners' handshakes run in `listen`, calls to peers
+//! through tonic's `tls` feature).
 //!
 //! One certificate and key serve both listeners and identify this member
-//! when it dials a peer. Peers always authenticate each other: the peer
-//! listener requires a client certificate signed by the configured CA, so a
-//! process without one can not vote, append entries or forward writes.
-//! Clients are asked for a certificate only when `--tls-client-auth` is on.
+//! when it dials a peer. The peer listener takes only members: a caller
+//! must present a certificate the CA signed that could also serve one of
+//! the members' peer hosts (its names cover that host and it allows server
+//! authentication), so a client certificate from the same CA is refused at
+//! the handshake. Clients are asked for a certificate only when
+//! `--tls-client-auth` is on.
 //!
 //! The files are read and their PEM checked once, at startup, so a missing
 //! or garbled file stops the member with a message naming the setting
 //! rather than failing on the first connection.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tokio_rustls::rustls;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+use rustls::client::danger::ServerCertVerifier;
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 
 /// Why the TLS files can not be used; the message names the setting and
 /// the file, never a key's contents.
@@ -112,24 +124,86 @@ impl Tls {
         Certificate::from_pem(&self.ca)
     }
 
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut &self.ca[..]) {
+            let cert = cert.map_err(|e| TlsError(format!("--tls-ca: not valid PEM: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| TlsError(format!("--tls-ca: not a usable CA certificate: {e}")))?;
+        }
+        Ok(Arc::new(roots))
+    }
+
+    /// A listener's rustls settings: this member's certificate, `verifier`
+    /// for callers' certificates, HTTP/2 only.
+    fn server_config(
+        &self,
+        verifier: Option<Arc<dyn ClientCertVerifier>>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &self.cert[..])
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsError(format!("--tls-cert: not valid PEM: {e}")))?;
+        let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &self.key[..])
+            .ok()
+            .flatten()
+            .ok_or_else(|| TlsError("--tls-key: holds no usable private key".into()))?;
+        let builder = ServerConfig::builder_with_provider(Self::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError(format!("TLS can not be set up: {e}")))?;
+        let builder = match verifier {
+            Some(v) => builder.with_client_cert_verifier(v),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| TlsError(format!("--tls-cert/--tls-key can not be used: {e}")))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    fn client_verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+        WebPkiClientVerifier::builder_with_provider(self.roots()?, Self::provider())
+            .build()
+            .map_err(|e| TlsError(format!("--tls-ca: can not verify certificates with it: {e}")))
+    }
+
     /// The client listener's TLS: this member's certificate, and the CA
     /// that clients' certificates must be signed by when client
     /// authentication is on.
-    pub fn client_listener(&self) -> ServerTlsConfig {
-        let config = ServerTlsConfig::new().identity(self.identity());
-        if self.client_auth {
-            config.client_ca_root(self.ca())
+    pub fn client_listener(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let verifier = if self.client_auth {
+            Some(self.client_verifier()?)
         } else {
-            config
-        }
+            None
+        };
+        self.server_config(verifier)
     }
 
     /// The peer listener's TLS: a caller must present a certificate signed
-    /// by the CA (mutual TLS), whatever the client setting.
-    pub fn peer_listener(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(self.identity())
-            .client_ca_root(self.ca())
+    /// by the CA that could also serve one of `member_hosts` (the host
+    /// parts of the members' peer addresses), whatever the client setting.
+    pub fn peer_listener(&self, member_hosts: &[String]) -> Result<Arc<ServerConfig>, TlsError> {
+        let names = member_hosts
+            .iter()
+            .map(|h| {
+                ServerName::try_from(h.clone())
+                    .map_err(|_| TlsError(format!("the member host {h:?} is not a valid TLS name")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let server = WebPkiServerVerifier::builder_with_provider(self.roots()?, Self::provider())
+            .build()
+            .map_err(|e| TlsError(format!("--tls-ca: can not verify certificates with it: {e}")))?;
+        let members = MembersOnly {
+            inner: self.client_verifier()?,
+            server,
+            names,
+        };
+        self.server_config(Some(Arc::new(members)))
     }
 
     /// TLS for this member's own calls, to peers and to other members'
@@ -138,6 +212,75 @@ impl Tls {
         ClientTlsConfig::new()
             .ca_certificate(self.ca())
             .identity(self.identity())
+    }
+}
+
+/// The host part of `HOST:PORT` (`[v6]:port` too), as a certificate names it.
+pub fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// The peer listener's check of callers: a member's certificate, never a
+/// client's. The CA may sign both; what sets a member's apart is that it
+/// can serve a member's peer host, so it is checked as a server
+/// certificate for each member host (names and serverAuth usage) after the
+/// usual client-certificate checks.
+#[derive(Debug)]
+struct MembersOnly {
+    inner: Arc<dyn ClientCertVerifier>,
+    server: Arc<WebPkiServerVerifier>,
+    names: Vec<ServerName<'static>>,
+}
+
+impl ClientCertVerifier for MembersOnly {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let member = self.names.iter().any(|name| {
+            self.server
+                .verify_server_cert(end_entity, intermediates, name, &[], now)
+                .is_ok()
+        });
+        if member {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::General(
+                "the certificate names no member of this cluster (a member's certificate must be valid \
+                 for serving a member's peer host); client certificates are refused on the peer port"
+                    .into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("metrics", 0),
     ("state", 1),
     ("tls", 1),
+    ("listen", 2),
     ("config", 2),
     ("consensus", 3),
     ("liveness", 4),

@@ -455,12 +455,26 @@ impl Cluster {
 
     /// Node `id`'s resident memory in KiB (from /proc), if it runs.
     pub fn rss_kib(&self, id: u64) -> Option<u64> {
-        let pid = self.node(id).child.as_ref()?.id();
+        let pid = self.pid(id)?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+
+    /// Node `id`'s process id, while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        Some(self.node(id).child.as_ref()?.id())
+    }
+
+    /// How many file descriptors node `id` has open.
+    pub fn open_fds(&self, id: u64) -> Option<usize> {
+        Some(
+            std::fs::read_dir(format!("/proc/{}/fd", self.pid(id)?))
+                .ok()?
+                .count(),
+        )
     }
 
     /// Whether node `id` runs.

@@ -224,6 +224,8 @@ families! {
     sessions_closed: Counter = Counter::default(), "sessions_closed", None, "Sessions closed by their clients, in the entries this member applied";
     sessions_expired: Counter = Counter::default(), "sessions_expired", None, "Sessions expired by the leader, in the entries this member applied";
     auth_failures: Counter = Counter::default(), "auth_failures", None, "Credentials this member rejected (at session open or add_auth)";
+    connections_refused: Family<Label, Counter> = Family::default(), "connections_refused", None, "Connections a listener closed unserved (over its limit, a TLS handshake that failed or took too long), by listener";
+    peer_calls_refused: Counter = Counter::default(), "peer_calls_refused", None, "Calls on the peer port without the cluster's peer secret, refused";
     touches: Counter = Counter::default(), "touches", None, "Signs of life of sessions recorded by this member (heartbeats and every other proven request)";
     heartbeats_coalesced: Histogram = Histogram::new(COUNTS, 1.0), "heartbeats_coalesced", None, "Session heartbeats coalesced into one replicated Heartbeats entry proposed by this member as leader";
 }
@@ -351,6 +353,20 @@ pub fn sessions_applied(created: u64, closed: u64, expired: u64) {
 /// This member rejected credentials.
 pub fn auth_failed() {
     METRICS.f.auth_failures.inc();
+}
+
+/// A listener (`clients` or `peers`) closed a connection unserved.
+pub fn connection_refused(listener: &'static str) {
+    METRICS
+        .f
+        .connections_refused
+        .get_or_create(&[("listener", listener)])
+        .inc();
+}
+
+/// The peer port refused a call without the peer secret.
+pub fn peer_call_refused() {
+    METRICS.f.peer_calls_refused.inc();
 }
 
 /// A client of this member showed its session alive.

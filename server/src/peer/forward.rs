@@ -9,13 +9,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tonic::transport::Channel;
 use tracing::debug;
 
-use ensemble_proto::peer::peer_client::PeerClient;
 use ensemble_proto::peer::Payload;
 
-use super::{decode, encode, Peers};
+use super::{decode, encode, PeerRpc, Peers};
 use crate::consensus::batch::{Gather, Weigh};
 use crate::consensus::log_store::MAX_APPEND_BYTES;
 use crate::consensus::proposer::{ProposeError, Proposed};
@@ -171,7 +169,7 @@ async fn call_leader<F, Fut>(
     rpc: F,
 ) -> Result<Payload, ProposeError>
 where
-    F: FnOnce(PeerClient<Channel>, tonic::Request<Payload>) -> Fut,
+    F: FnOnce(PeerRpc, tonic::Request<Payload>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Payload>, tonic::Status>>,
 {
     let client = peers

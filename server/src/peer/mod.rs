@@ -10,8 +10,9 @@
 //!   when the leader's process dies.
 //! - [`evidence`]: a new leader's report round.
 //!
-//! [`PeerService`] is the gRPC service that dispatches incoming calls;
-//! [`Peers`] caches one channel per peer. Lower layers reach this one only
+//! [`PeerService`] is the gRPC service that dispatches incoming calls,
+//! behind [`Gate`], which lets only members through; [`Peers`] caches one
+//! channel per peer, and stamps every call with the peer secret. Lower layers reach this one only
 //! through the traits they define (`consensus::router::Forward`,
 //! `liveness::Reporter`), which [`forward::Forwarder`] and [`Reporting`]
 //! implement.
@@ -20,6 +21,7 @@ pub mod evidence;
 pub mod forward;
 pub mod leader_watch;
 pub mod raft;
+pub mod raft_input;
 pub mod touch;
 
 use std::collections::{HashMap, HashSet};
@@ -32,11 +34,16 @@ use ensemble_proto::peer::Payload;
 use ensemble_proto::SessionId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::config::PeerSecret;
 use crate::consensus::{Consensus, Contact};
+use crate::listen::Refusals;
 use crate::liveness::{Liveness, MergedEvidence, Reporter};
 use crate::state::{NodeId, PeerNode};
 
@@ -61,6 +68,65 @@ pub enum PeerError {
     Codec(#[from] bincode::Error),
 }
 
+/// The metadata key of the peer secret on every call between members.
+pub const PEER_SECRET_KEY: &str = "x-ensemble-peer-secret";
+
+/// A client of one peer: every call carries the peer secret.
+pub type PeerRpc = PeerClient<InterceptedService<Channel, Stamp>>;
+
+/// Adds the peer secret to each outgoing call.
+#[derive(Clone)]
+pub struct Stamp(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Stamp {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(secret) = &self.0 {
+            request.metadata_mut().insert(PEER_SECRET_KEY, secret.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The peer port's gate: a call without the cluster's peer secret is
+/// refused before anything of it is decoded, so it changes nothing. (With
+/// TLS, the handshake already let only members' certificates in.)
+#[derive(Clone)]
+pub struct Gate {
+    secret: Option<PeerSecret>,
+    refusals: Arc<Refusals>,
+}
+
+impl Gate {
+    /// Lets through calls that carry `secret`; every call when None.
+    pub fn new(secret: Option<PeerSecret>) -> Self {
+        Gate {
+            secret,
+            refusals: Arc::new(Refusals::new("peers")),
+        }
+    }
+}
+
+impl Interceptor for Gate {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(secret) = &self.secret else {
+            return Ok(request);
+        };
+        let presented = request.metadata().get(PEER_SECRET_KEY).map(|v| v.as_bytes());
+        if presented.is_some_and(|p| secret.matches(p)) {
+            return Ok(request);
+        }
+        crate::metrics::peer_call_refused();
+        let why = match presented {
+            None => "a peer call without the peer secret",
+            Some(_) => "a peer call with a wrong peer secret",
+        };
+        self.refusals.note(request.remote_addr(), why);
+        Err(Status::unauthenticated(
+            "the peer port serves members of this cluster only: the call lacks the cluster's peer secret",
+        ))
+    }
+}
+
 /// Cached channels to every peer, by member id; records who answered.
 #[derive(Clone)]
 pub struct Peers {
@@ -71,6 +137,8 @@ pub struct Peers {
     /// How to dial peers over TLS (this member's certificate and the CA);
     /// None: plaintext.
     tls: Option<ClientTlsConfig>,
+    /// What every call carries.
+    stamp: Stamp,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -79,13 +147,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Peers {
     /// Channels that report answers to `contact`, over TLS when `tls` is
-    /// set (peers then present this member's certificate: mutual TLS).
-    pub fn new(contact: Arc<Contact>, tls: Option<ClientTlsConfig>) -> Self {
+    /// set (peers then present this member's certificate: mutual TLS),
+    /// every call carrying `secret` when set.
+    pub fn new(contact: Arc<Contact>, tls: Option<ClientTlsConfig>, secret: Option<&PeerSecret>) -> Self {
+        // A secret is printable ASCII (checked when loaded), so it is a
+        // valid metadata value.
+        let stamp = Stamp(secret.and_then(|s| MetadataValue::try_from(s.expose()).ok()));
         Peers {
             channels: Default::default(),
             down: Default::default(),
             contact,
             tls,
+            stamp,
         }
     }
 
@@ -104,11 +177,11 @@ impl Peers {
     }
 
     /// A client for the peer; reuses its channel unless its address changed.
-    pub fn client(&self, id: NodeId, addr: &str) -> Result<PeerClient<Channel>, PeerError> {
+    pub fn client(&self, id: NodeId, addr: &str) -> Result<PeerRpc, PeerError> {
         let mut channels = lock(&self.channels);
         if let Some((a, ch)) = channels.get(&id) {
             if a == addr {
-                return Ok(wrap(ch.clone()));
+                return Ok(self.wrap(ch.clone()));
             }
         }
         let scheme = if self.tls.is_some() { "https" } else { "http" };
@@ -129,14 +202,14 @@ impl Peers {
             .keep_alive_timeout(Duration::from_secs(5));
         let ch = endpoint.connect_lazy();
         channels.insert(id, (addr.to_string(), ch.clone()));
-        Ok(wrap(ch))
+        Ok(self.wrap(ch))
     }
-}
 
-fn wrap(ch: Channel) -> PeerClient<Channel> {
-    PeerClient::new(ch)
-        .max_decoding_message_size(MAX_PEER_MESSAGE)
-        .max_encoding_message_size(MAX_PEER_MESSAGE)
+    fn wrap(&self, ch: Channel) -> PeerRpc {
+        PeerClient::with_interceptor(ch, self.stamp.clone())
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE)
+    }
 }
 
 /// Encodes a peer message.
@@ -166,6 +239,8 @@ pub struct PeerService {
     consensus: Consensus,
     liveness: Liveness,
     snapshots: raft::SnapshotLease,
+    /// Raft messages refused as impossible.
+    impossible: Refusals,
 }
 
 impl PeerService {
@@ -175,7 +250,23 @@ impl PeerService {
             consensus,
             liveness,
             snapshots: raft::SnapshotLease::new(raft_heartbeat),
+            impossible: Refusals::new("raft messages"),
         }
+    }
+
+    /// Refuses (and notes) a Raft message that failed its checks.
+    fn sane<T>(
+        &self,
+        request: &Request<T>,
+        checked: Result<(), raft_input::Impossible>,
+    ) -> Result<(), Status> {
+        checked.map_err(|why| {
+            self.impossible.note(
+                request.remote_addr(),
+                &format!("refused an impossible Raft message: {why}"),
+            );
+            Status::invalid_argument(format!("refused an impossible Raft message: {why}"))
+        })
     }
 }
 
@@ -183,16 +274,19 @@ impl PeerService {
 impl Peer for PeerService {
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req = decode(request.get_ref()).map_err(bad_payload)?;
+        self.sane(&request, raft_input::append_entries(&req))?;
         reply(&raft::append_entries(&self.consensus, req).await)
     }
 
     async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req = decode(request.get_ref()).map_err(bad_payload)?;
+        self.sane(&request, raft_input::vote(&req))?;
         reply(&self.consensus.raft.vote(req).await)
     }
 
     async fn install_snapshot(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req = decode(request.get_ref()).map_err(bad_payload)?;
+        self.sane(&request, raft_input::install_snapshot(&req))?;
         reply(&self.snapshots.install(&self.consensus, req).await)
     }
 

@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ensemble_proto::peer::peer_client::PeerClient;
 use ensemble_proto::peer::Payload;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -15,9 +14,8 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::Channel;
 
-use super::{decode, encode, PeerError, Peers};
+use super::{decode, encode, PeerError, PeerRpc, Peers};
 use crate::consensus::{Consensus, TypeConfig};
 use crate::state::{NodeId, PeerNode};
 
@@ -51,7 +49,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// openraft's connection to one peer.
 pub struct Connection {
     target: NodeId,
-    client: Result<PeerClient<Channel>, PeerError>,
+    client: Result<PeerRpc, PeerError>,
     peers: Peers,
     retry: Duration,
     inflight: Option<InFlight>,
@@ -80,7 +78,7 @@ struct InFlight {
 
 /// One call to a peer, with its own time limit.
 async fn call<Resp, E>(
-    mut client: PeerClient<Channel>,
+    mut client: PeerRpc,
     peers: Peers,
     target: NodeId,
     method: Method,
@@ -127,7 +125,7 @@ impl Connection {
     fn prepare<Req: Serialize, E: std::error::Error>(
         &self,
         req: &Req,
-    ) -> Result<(PeerClient<Channel>, Payload), RPCError<NodeId, PeerNode, RaftError<NodeId, E>>> {
+    ) -> Result<(PeerRpc, Payload), RPCError<NodeId, PeerNode, RaftError<NodeId, E>>> {
         let client = match &self.client {
             Ok(c) => c.clone(),
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
@@ -178,7 +176,11 @@ impl RaftNetwork<TypeConfig> for Connection {
         // If openraft stops waiting here, the call stays in flight.
         let result = (&mut inflight.task).await;
         self.inflight = None;
-        result.unwrap_or_else(|e| Err(RPCError::Network(NetworkError::new(&e))))
+        let answer = result.unwrap_or_else(|e| Err(RPCError::Network(NetworkError::new(&e))))?;
+        if let AppendEntriesResponse::HigherVote(vote) = &answer {
+            sane_answer(vote)?;
+        }
+        Ok(answer)
     }
 
     async fn install_snapshot(
@@ -188,7 +190,7 @@ impl RaftNetwork<TypeConfig> for Connection {
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
         let (client, payload) = self.prepare(&rpc)?;
         let (peers, timeout) = (self.peers.clone(), option.hard_ttl());
-        call(
+        let answer: InstallSnapshotResponse<NodeId> = call(
             client,
             peers,
             self.target,
@@ -196,7 +198,9 @@ impl RaftNetwork<TypeConfig> for Connection {
             payload,
             timeout,
         )
-        .await
+        .await?;
+        sane_answer(&answer.vote)?;
+        Ok(answer)
     }
 
     async fn vote(
@@ -206,12 +210,26 @@ impl RaftNetwork<TypeConfig> for Connection {
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         let (client, payload) = self.prepare(&rpc)?;
         let (peers, timeout) = (self.peers.clone(), option.hard_ttl());
-        call(client, peers, self.target, Method::Vote, payload, timeout).await
+        let answer: VoteResponse<NodeId> =
+            call(client, peers, self.target, Method::Vote, payload, timeout).await?;
+        sane_answer(&answer.vote)?;
+        Ok(answer)
     }
 
     fn backoff(&self) -> openraft::network::Backoff {
         openraft::network::Backoff::new(std::iter::repeat(self.retry))
     }
+}
+
+/// A peer's answer whose vote is impossible is a failed call: openraft
+/// would otherwise step down and adopt it.
+fn sane_answer<E: std::error::Error>(
+    vote: &openraft::Vote<NodeId>,
+) -> Result<(), RPCError<NodeId, PeerNode, RaftError<NodeId, E>>> {
+    super::raft_input::answer_vote(vote).map_err(|why| {
+        tracing::warn!(%why, "refused a peer's answer");
+        RPCError::Network(NetworkError::new(&why))
+    })
 }
 
 /// The server half of AppendEntries: contact counts when the leader's call

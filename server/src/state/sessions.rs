@@ -9,6 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::acl::{Identity, MAX_IDENTITIES};
 
+/// Whether `a` and `b` are equal, in time that does not depend on where
+/// the first difference is (for comparing secrets).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
 /// The bytes that prove a client owns a session: made at random by the
 /// node that proposed the session, carried in the log, checked on every
 /// call. Never printed: its `Debug` is redacted, so it stays out of logs.
@@ -30,14 +36,7 @@ impl Secret {
     /// Whether `presented` is this secret, in time that does not depend on
     /// where the first difference is (no timing oracle for guessing it).
     pub fn matches(&self, presented: &[u8]) -> bool {
-        if presented.len() != self.0.len() {
-            return false;
-        }
-        self.0
-            .iter()
-            .zip(presented)
-            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-            == 0
+        constant_time_eq(&self.0, presented)
     }
 }
 
