@@ -31,11 +31,17 @@ fn auth_options(more: &[&str]) -> (tempfile::TempDir, ClusterOptions) {
         dir.path(),
         &[("alice", ALICE_PW), ("bob", BOB_PW), ("root", ROOT_PW)],
     );
+    // Members of these clusters speak with a peer secret, as
+    // --require-auth asks of a member without TLS.
+    let secret = dir.path().join("peer-secret");
+    std::fs::write(&secret, "auth-test-peer-secret-0123456789abcdef\n").unwrap();
     let mut extra_args = vec![
         "--users".to_string(),
         users.display().to_string(),
         "--super-user".to_string(),
         "root".to_string(),
+        "--peer-secret-file".to_string(),
+        secret.display().to_string(),
     ];
     extra_args.extend(more.iter().map(|s| s.to_string()));
     let options = ClusterOptions {
