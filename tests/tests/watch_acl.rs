@@ -2,8 +2,9 @@
 //! a persistent or recursive watch hears of a change only if its session
 //! may READ the changed znode, through `add_watch` on `/`, on a missing
 //! path or on the znode itself, and through `SetWatches` replaying history
-//! from `last_zxid = 1` on a raw session stream. The owner and the super
-//! user hear of everything; one-shot watches keep ZooKeeper's rules.
+//! from `last_zxid = 1` on a raw session stream and when the Rust client
+//! moves to another node. The owner and the super user hear of
+//! everything; one-shot watches keep ZooKeeper's rules.
 
 use std::time::Duration;
 
@@ -433,4 +434,62 @@ async fn set_watches_registers_and_replays_only_what_the_session_may_read() {
     let live = bob.until("/open/last").await;
     let named: Vec<&str> = paths(&live).into_iter().filter(|p| secret(p)).collect();
     assert!(named.is_empty(), "bob heard of {named:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_another_node_replays_nothing_unreadable() {
+    let t = Duration::from_secs(3);
+    let (_users, cluster) = cluster().await;
+    let leader = cluster.wait_for_leader(T).await;
+    let followers: Vec<String> = (1..=3)
+        .filter(|id| *id != leader)
+        .map(|id| cluster.endpoint(id))
+        .collect();
+    let alice = connect(&[cluster.endpoint(leader)], "alice", ALICE_PW).await;
+    alice
+        .create("/open", vec![], CreateMode::Persistent)
+        .await
+        .unwrap();
+    cluster.wait_applied_everywhere(alice.last_zxid(), T).await;
+
+    // bob may use either follower; freeze the one he is on, so what
+    // follows reaches him only through SetWatches on the other.
+    let options = Options {
+        session_timeout: t,
+        ..Options::default().with_user("bob", BOB_PW)
+    };
+    let bob = Client::connect(&followers, options).await.unwrap();
+    bob.exists("/").await.unwrap();
+    let mut everything = bob.add_watch("/", true).await.unwrap();
+    let mut missing = bob.add_watch("/later", true).await.unwrap();
+    let on = cluster.id_of(bob.current_endpoint());
+    cluster.pause(on);
+    let acl = alice_only();
+    alice
+        .create_with_acl("/secret", vec![], CreateMode::Persistent, &acl)
+        .await
+        .unwrap();
+    alice
+        .create_with_acl("/secret/child", vec![], CreateMode::Persistent, &acl)
+        .await
+        .unwrap();
+    alice
+        .create("/open/x", vec![], CreateMode::Persistent)
+        .await
+        .unwrap();
+    alice
+        .create_with_acl("/later", vec![], CreateMode::Persistent, &acl)
+        .await
+        .unwrap();
+    alice
+        .create("/end", vec![], CreateMode::Persistent)
+        .await
+        .unwrap();
+
+    let seen = until(&mut everything, "/end", "bob").await;
+    use EventType::*;
+    assert_eq!(seen, vec![ev(NodeCreated, "/open/x"), ev(NodeCreated, "/end")]);
+    assert_eq!(arrived(&mut missing), vec![], "bob on /later");
+    assert_ne!(cluster.id_of(bob.current_endpoint()), on, "bob moved");
+    cluster.resume(on);
 }
