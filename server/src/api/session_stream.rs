@@ -143,7 +143,7 @@ async fn run(
     let Some((session_id, secret)) = resumed else {
         return;
     };
-    let (stream, overflowed) = svc.watches.add_watcher(tx.clone());
+    let (stream, overflowed) = svc.watches.add_watcher(tx.clone(), session_id, ip);
     let bound = Bound {
         session_id,
         secret,
@@ -228,15 +228,31 @@ async fn dispatch(svc: &ClientService, bound: &Bound, msg: pb::SessionRequest) -
         Req::WhoAmI(r) => bound.serve(svc, r).await,
         Req::AddWatch(r) => (answer(add_watch(svc, bound, r), Resp::AddWatch), false),
         Req::RemoveWatches(r) => (answer(remove_watches(svc, stream, r), Resp::RemoveWatches), false),
-        Req::SetWatches(r) => {
-            let state = svc.consensus.replica.read();
-            svc.watches.set_watches(stream, &state, Zxid(r.last_zxid), &r);
-            (
-                Resp::SetWatches(pb::SetWatchesResponse { zxid: state.zxid().0 }),
-                false,
-            )
-        }
+        Req::SetWatches(r) => (answer(set_watches(svc, stream, r), Resp::SetWatches), false),
     }
+}
+
+/// Re-registers a reconnected client's watches. Every path is checked
+/// before any watch is set, so a bad one fails the request as a whole;
+/// watches the session may not read are skipped (see `WatchHub::set_watches`).
+fn set_watches(
+    svc: &ClientService,
+    stream: StreamId,
+    r: pb::SetWatchesRequest,
+) -> Result<pb::SetWatchesResponse, Refusal> {
+    for p in r
+        .data
+        .iter()
+        .chain(&r.exist)
+        .chain(&r.children)
+        .chain(&r.persistent)
+        .chain(&r.persistent_recursive)
+    {
+        check_path(p, false)?;
+    }
+    let state = svc.consensus.replica.read();
+    svc.watches.set_watches(stream, &state, Zxid(r.last_zxid), &r);
+    Ok(pb::SetWatchesResponse { zxid: state.zxid().0 })
 }
 
 fn watch_kinds(mode: i32, any: bool) -> Result<&'static [WatchKind], Refusal> {

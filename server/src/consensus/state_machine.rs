@@ -44,8 +44,9 @@ pub enum SessionEvent {
 /// Told about every change as it is applied, under the state's write lock
 /// (so before any reader can see it). Implemented by the watch hub.
 pub trait ChangeListener: Send + Sync {
-    /// Changes of the entries just applied, in log order.
-    fn on_changes(&self, changes: &[Change]);
+    /// Changes of the entries just applied, in log order; `state` is the
+    /// state they led to (whose session table says who each watcher is).
+    fn on_changes(&self, state: &ZState, changes: &[Change]);
     /// The whole state was replaced (a snapshot) at `applied`.
     fn on_reset(&self, applied: Zxid);
 }
@@ -335,7 +336,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             // reader can see the changes behind them.
             if let Some(l) = self.replica.listener.get() {
                 if !effects.changes.is_empty() {
-                    l.on_changes(&effects.changes);
+                    l.on_changes(&state, &effects.changes);
                 }
             }
             (outcomes, state.zxid())

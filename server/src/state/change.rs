@@ -4,6 +4,8 @@
 use ensemble_proto::Zxid;
 use serde::{Deserialize, Serialize};
 
+use super::acl::AclEntry;
+
 /// The kind of change, as ZooKeeper's watch event types.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChangeKind {
@@ -26,4 +28,19 @@ pub struct Change {
     pub path: String,
     /// What happened.
     pub kind: ChangeKind,
+    /// The znode's ACL right after the write that made the change (for a
+    /// znode the write deleted: the ACL it had when deleted). A persistent
+    /// watch hears of the change only if its session may READ with it.
+    #[serde(default)]
+    pub acl: Vec<AclEntry>,
+}
+
+/// An ACL that lets nobody but the super user READ: what a change carries
+/// when its znode's ACL can not be known (fail closed).
+pub fn unknown_acl() -> Vec<AclEntry> {
+    vec![AclEntry {
+        perms: 0,
+        scheme: "world".into(),
+        id: "anyone".into(),
+    }]
 }

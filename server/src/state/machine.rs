@@ -48,17 +48,42 @@ pub struct Effects {
     pub changes: Vec<Change>,
 }
 
-fn deleted(changes: &mut Vec<Change>, zxid: Zxid, p: &str) {
+/// The changes of a deletion; `acl` is the one the znode had (the parent's
+/// is filled in by [`settle_acls`]).
+fn deleted(changes: &mut Vec<Change>, zxid: Zxid, p: &str, acl: Vec<AclEntry>) {
     changes.push(Change {
         zxid,
         path: p.to_string(),
         kind: ChangeKind::Deleted,
+        acl,
     });
     changes.push(Change {
         zxid,
         path: path::split(p).0.to_string(),
         kind: ChangeKind::ChildrenChanged,
+        acl: Vec::new(),
     });
+}
+
+/// Gives each change of one write (a single op or a whole multi) the ACL
+/// its znode has once the write is done: a multi that creates a znode and
+/// then closes its ACL must not announce it to everyone. A deletion keeps
+/// the ACL the znode had when deleted; a change to a znode the same write
+/// later deleted takes that one; one whose ACL is unknown fails closed.
+fn settle_acls(tree: &Tree, changes: &mut [Change]) {
+    for i in 0..changes.len() {
+        if changes[i].kind == ChangeKind::Deleted {
+            continue;
+        }
+        let acl = match tree.get(&changes[i].path) {
+            Some(z) => z.acl.clone(),
+            None => changes[i + 1..]
+                .iter()
+                .find(|c| c.kind == ChangeKind::Deleted && c.path == changes[i].path)
+                .map_or_else(super::change::unknown_acl, |c| c.acl.clone()),
+        };
+        changes[i].acl = acl;
+    }
 }
 
 /// Everything a replica holds: the tree, the sessions, and where it stands in the log.
@@ -292,12 +317,16 @@ impl ZState {
         let Some(session) = self.sessions.remove(id) else {
             return false;
         };
+        let first = effects.changes.len();
         for path in &session.ephemerals {
+            let acl = self.tree.get(path).map(|z| z.acl.clone());
             // An ephemeral has no children and any version goes, so this can not fail.
             if self.tree.delete(zxid, path, -1, None).is_ok() {
-                deleted(&mut effects.changes, zxid, path);
+                let acl = acl.unwrap_or_else(super::change::unknown_acl);
+                deleted(&mut effects.changes, zxid, path, acl);
             }
         }
+        settle_acls(&self.tree, &mut effects.changes[first..]);
         true
     }
 
@@ -340,6 +369,7 @@ impl ZState {
                 }
             }
         }
+        settle_acls(&self.tree, &mut txn.changes);
         effects.changes.extend(txn.changes);
         for (added, owner, path) in txn.owned {
             if added {
@@ -406,15 +436,18 @@ impl Txn {
                 if ephemeral {
                     self.owned.push((true, owner, created.clone()));
                 }
+                // ACLs are filled in when the txn is done (`settle_acls`).
                 self.changes.push(Change {
                     zxid,
                     path: created.clone(),
                     kind: ChangeKind::Created,
+                    acl: Vec::new(),
                 });
                 self.changes.push(Change {
                     zxid,
                     path: path::split(created).0.to_string(),
                     kind: ChangeKind::ChildrenChanged,
+                    acl: Vec::new(),
                 });
             }
             return Ok(out);
@@ -442,15 +475,18 @@ impl Txn {
                     zxid,
                     path: path.clone(),
                     kind: ChangeKind::DataChanged,
+                    acl: Vec::new(),
                 });
                 Ok(out)
             }
             Op::Delete { path, version } => {
+                let acl = tree.get(path).map(|z| z.acl.clone());
                 let owner = tree.delete(zxid, path, *version, self.undo.as_mut())?;
                 if owner != SessionId(0) {
                     self.owned.push((false, owner, path.clone()));
                 }
-                deleted(&mut self.changes, zxid, path);
+                let acl = acl.unwrap_or_else(super::change::unknown_acl);
+                deleted(&mut self.changes, zxid, path, acl);
                 Ok(OpOutput::Delete)
             }
         }
