@@ -179,7 +179,8 @@ run_one() {
   fi
   for n in 1 2 3; do unnetem "$n" >/dev/null 2>&1; done
   for n in 1 2 3; do docker logs "$(container "$n")" >"$out/$s.node$n.log" 2>&1; done
-  why=$(cat "$out/$s.err" "$out/$s.hostile.out" "$out/$s.flood.out" 2>/dev/null | grep -m3 '^violation' | tr '\n' ' ')
+  # The attackers' findings first: they are the cause of the workload's.
+  why=$(cat "$out/$s.hostile.out" "$out/$s.flood.out" "$out/$s.err" 2>/dev/null | grep -m3 '^violation' | tr '\n' ' ')
   # A failed fault step fails the scenario whatever the workload says.
   if [ $frc -ne 0 ]; then
     echo "FAIL $s the fault step failed (see $out/$s.err); $summary$extra; $why"

@@ -452,22 +452,52 @@ pub async fn run(cfg: Config) -> Result<Report, HostileError> {
         .await
         .map_err(|e| HostileError::Sessions(e.to_string()))?;
     let tag = std::process::id().to_string();
-    let attacks = attacks(victim.session_id(), own.session_id(), &tag)?;
+    let report = attack(
+        &cfg.peers,
+        cfg.peer_tls.as_ref(),
+        (victim.session_id(), own.session_id()),
+        &tag,
+        cfg.duration,
+        cfg.every,
+    )
+    .await?;
+    // Did a forged txn take effect? (Only the victim's session could have
+    // made that path.)
+    if let Ok(Some(_)) = own.exists(&format!("/hostile-outsider-{tag}")).await {
+        println!("hostile-peer: /hostile-outsider-{tag} exists: a forged txn took effect");
+    }
+    let _ = victim.close().await;
+    let _ = own.close().await;
+    Ok(report)
+}
+
+/// The attack rounds of [`run`]: every attack on every member, every
+/// `every`, for `duration` (at least one round). `sessions`: the victim's
+/// id and the outsider's own.
+pub async fn attack(
+    peers: &[PeerTarget],
+    tls: Option<&PeerTls>,
+    sessions: (SessionId, SessionId),
+    tag: &str,
+    duration: Duration,
+    every: Duration,
+) -> Result<Report, HostileError> {
+    let attacks = attacks(sessions.0, sessions.1, tag)?;
     println!(
         "hostile-peer: victim session {}, own session {}, {} members, {} attacks a round, TLS: {}",
-        victim.session_id(),
-        own.session_id(),
-        cfg.peers.len(),
+        sessions.0,
+        sessions.1,
+        peers.len(),
         attacks.len(),
-        cfg.peer_tls.is_some()
+        tls.is_some()
     );
     let mut clients = Vec::new();
-    for p in &cfg.peers {
-        clients.push((p.clone(), peer_client(p, cfg.peer_tls.as_ref())?));
+    for p in peers {
+        clients.push((p.clone(), peer_client(p, tls)?));
     }
 
     let mut report = Report::default();
-    let end = Instant::now() + cfg.duration;
+    let end = Instant::now() + duration;
     loop {
         report.rounds += 1;
         for (target, client) in clients.iter_mut() {
@@ -477,7 +507,7 @@ pub async fn run(cfg: Config) -> Result<Report, HostileError> {
             for attack in &attacks {
                 let (verdict, detail) = match &up {
                     Err(e) => (Verdict::Unexpected, format!("peer port unreachable: {e}")),
-                    Ok(()) => judge(call(client, attack).await, cfg.peer_tls.is_some()),
+                    Ok(()) => judge(call(client, attack).await, tls.is_some()),
                 };
                 if report.rounds == 1 || verdict != Verdict::Refused {
                     println!(
@@ -493,18 +523,11 @@ pub async fn run(cfg: Config) -> Result<Report, HostileError> {
                 });
             }
         }
-        if Instant::now() + cfg.every >= end {
+        if Instant::now() + every >= end {
             break;
         }
-        tokio::time::sleep(cfg.every).await;
+        tokio::time::sleep(every).await;
     }
-    // Did a forged txn take effect? (Only the victim's session could have
-    // made that path.)
-    if let Ok(Some(_)) = own.exists(&format!("/hostile-outsider-{tag}")).await {
-        println!("hostile-peer: /hostile-outsider-{tag} exists: a forged txn took effect");
-    }
-    let _ = victim.close().await;
-    let _ = own.close().await;
     Ok(report)
 }
 
@@ -573,5 +596,107 @@ mod tests {
             vec!["m: vote: ACCEPTED (1 of 2 rounds): answered"]
         );
         assert!(Report::default().violations().is_empty());
+    }
+
+    /// A stand-in for a member's peer port that refuses every call as an
+    /// authenticating member does, or (`refuse: false`) answers every call
+    /// as a member without authentication does.
+    struct MockPeer {
+        refuse: bool,
+    }
+
+    impl MockPeer {
+        // tonic's Status is large by design, as the server's own handlers return it.
+        #[allow(clippy::result_large_err)]
+        fn answer(&self) -> Result<tonic::Response<Payload>, Status> {
+            if self.refuse {
+                Err(Status::unauthenticated("no peer secret"))
+            } else {
+                Ok(tonic::Response::new(Payload { data: vec![0; 8] }))
+            }
+        }
+    }
+
+    #[tonic::async_trait]
+    impl ensemble_proto::peer::peer_server::Peer for MockPeer {
+        async fn append_entries(&self, _: Request<Payload>) -> Result<tonic::Response<Payload>, Status> {
+            self.answer()
+        }
+        async fn vote(&self, _: Request<Payload>) -> Result<tonic::Response<Payload>, Status> {
+            self.answer()
+        }
+        async fn install_snapshot(&self, _: Request<Payload>) -> Result<tonic::Response<Payload>, Status> {
+            self.answer()
+        }
+        async fn forward(&self, _: Request<Payload>) -> Result<tonic::Response<Payload>, Status> {
+            self.answer()
+        }
+        async fn read_index(&self, _: Request<Payload>) -> Result<tonic::Response<Payload>, Status> {
+            self.answer()
+        }
+        type WatchLeaderStream = tokio_stream::Pending<Result<Payload, Status>>;
+        async fn watch_leader(
+            &self,
+            _: Request<Payload>,
+        ) -> Result<tonic::Response<Self::WatchLeaderStream>, Status> {
+            self.answer()
+                .map(|_| tonic::Response::new(tokio_stream::pending()))
+        }
+        async fn touch(&self, _: Request<Payload>) -> Result<tonic::Response<Payload>, Status> {
+            self.answer()
+        }
+        async fn evidence(&self, _: Request<Payload>) -> Result<tonic::Response<Payload>, Status> {
+            self.answer()
+        }
+    }
+
+    /// Serves a mock peer port on loopback; returns its address.
+    async fn mock_peer(refuse: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None).unwrap();
+        let service = ensemble_proto::peer::peer_server::PeerServer::new(MockPeer { refuse });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        );
+        addr
+    }
+
+    async fn attack_once(addr: &str) -> Report {
+        let peers = vec![PeerTarget::parse(&format!("m={addr}")).unwrap()];
+        let ids = (SessionId(1), SessionId(2));
+        attack(&peers, None, ids, "t", Duration::ZERO, Duration::from_millis(10))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_member_that_refuses_every_call_passes() {
+        let report = attack_once(&mock_peer(true).await).await;
+        assert_eq!(report.rounds, 1);
+        assert_eq!(report.count(Verdict::Refused), report.attempts.len());
+        assert!(report.violations().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_member_that_answers_outsiders_fails_on_every_call() {
+        let report = attack_once(&mock_peer(false).await).await;
+        assert_eq!(report.count(Verdict::Accepted), report.attempts.len());
+        assert_eq!(
+            report.violations().len(),
+            attacks(SessionId(1), SessionId(2), "t").unwrap().len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_member_that_is_down_is_no_refusal() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let report = attack_once(&addr).await;
+        assert_eq!(report.count(Verdict::Unexpected), report.attempts.len());
+        assert!(!report.violations().is_empty());
     }
 }
