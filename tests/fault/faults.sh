@@ -7,7 +7,10 @@
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-ensemble}
 ENDPOINTS=127.0.0.1:12181,127.0.0.1:12182,127.0.0.1:12183
-CLI="$root/target/release/ensemble"
+# The release CLI where cargo (and deploy/cluster up) put it.
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
+CLI="$target_dir/release/ensemble"
 
 container() { docker ps -a --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" --filter "label=com.docker.compose.service=ensemble$1" --format '{{.Names}}' | head -1; }
 pid_of() { docker inspect -f '{{.State.Pid}}' "$(container "$1")"; }
@@ -17,7 +20,9 @@ in_ns() { local n=$1; shift; nsenter -t "$(pid_of "$n")" -n "$@"; }
 
 # The node that leads now (empty if none answers as leader).
 leader() { "$CLI" --endpoints "$ENDPOINTS" cluster status 2>/dev/null | awk '$4 == "leader" { print $2 }' | head -1; }
-follower() { local l; l=$(leader); for n in 1 2 3; do [ "$n" != "$l" ] && { echo "$n"; return; }; done; }
+# Both fail (and print nothing) when no node answers as leader.
+need_leader() { local l; l=$(leader); [ -n "$l" ] || { echo "no node answers as leader" >&2; return 1; }; echo "$l"; }
+follower() { local l n; l=$(need_leader) || return 1; for n in 1 2 3; do [ "$n" != "$l" ] && { echo "$n"; return 0; }; done; return 1; }
 wait_leader() {
   local deadline=$((SECONDS + ${1:-30})) l
   while [ $SECONDS -lt $deadline ]; do l=$(leader); [ -n "$l" ] && { echo "$l"; return 0; }; sleep 0.2; done
@@ -25,7 +30,13 @@ wait_leader() {
 }
 
 # kill -9 the node's process; the restart policy brings the container back.
-crash() { kill -9 "$(pid_of "$1")"; }
+# Fails for a node that is not running: its pid reads 0, and `kill -9 0`
+# would kill this script's own process group.
+crash() {
+  local p; p=$(pid_of "$1" 2>/dev/null)
+  case "$p" in ''|0|*[!0-9]*) echo "crash: node '$1' is not running" >&2; return 1 ;; esac
+  kill -9 "$p"
+}
 # kill -9 and keep it down until `start`.
 stop_hard() { docker kill -s KILL "$(container "$1")" >/dev/null; }
 start() { docker start "$(container "$1")" >/dev/null; }

@@ -1,9 +1,14 @@
 //! The fault suite's workload and checker: clients record every operation
 //! (invoke, ok / fail / unknown, times) while faults run; the checker then
 //! proves nothing acknowledged was lost and every history is linearizable.
+//! Beside them, the `hostile-outsider` scenario's attackers: [`hostile`]
+//! (peer calls from a process that is no member) and [`flood`] (session
+//! streams without limit on one client connection).
 
 pub mod checker;
+pub mod flood;
 pub mod history;
+pub mod hostile;
 pub mod workload;
 
 use anyhow::Context;
