@@ -101,7 +101,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std
     let result = runtime.block_on(node::run(config));
     if let Err(e @ node::StartError::Failed(_)) = &result {
         // Fail-stop: exit now. Shutting the runtime down would drop the
-        // storage handles, whose final flush can hang on a broken disk.
+        // storage handles, whose final flush can hang on a broken disk, and
+        // wait for tasks that may be the broken part.
         eprintln!("ensemble-server: {e}");
         std::process::exit(1);
     }
@@ -109,11 +110,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ node::StartError::Config(_)) => {
-            eprintln!("ensemble-server: {e}");
+            eprintln!("ensemble-server: {}", tls::error_chain(&e));
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("ensemble-server: {e}");
+            eprintln!("ensemble-server: {}", tls::error_chain(&e));
             ExitCode::from(1)
         }
     }
