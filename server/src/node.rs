@@ -420,6 +420,8 @@ async fn watch_raft(raft: &Raft, data_dir: &Path) -> String {
 /// shuts the Raft core down behind the member's back, as a core that died
 /// would; the member must notice and stop.
 fn test_hook_raft_core(tasks: &Tasks, raft: &Raft) {
+    #[cfg(feature = "test-hooks")]
+    warn!("built with the test-hooks feature (ENSEMBLE_TEST_PANIC): for tests only");
     let Some(after) = tasks.test_hook("raft-core") else {
         return;
     };

@@ -156,7 +156,10 @@ async fn every_owned_task_and_the_raft_core_fail_stop_the_member() {
             .await;
             if hook_lines(&cluster, victim) == before {
                 let leads = make_leader(&mut cluster, victim, before).await;
-                eprintln!("{name}: node {victim} leads before the fault: {leads}");
+                assert!(
+                    leads,
+                    "{name}: node {victim} did not become leader to be broken there"
+                );
             }
         }
 

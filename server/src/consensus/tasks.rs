@@ -319,6 +319,16 @@ mod tests {
         assert_eq!(why, "task clients listener failed: accept failed");
     }
 
+    /// A listener that stops while the member runs leaves a member that
+    /// serves nobody: it is a failure like any lifelong task's end.
+    #[tokio::test]
+    async fn a_service_that_stops_while_serving_is_a_failure() {
+        let tasks = Tasks::new();
+        tasks.spawn("peer-listener", Kind::Service, async { Ok(()) });
+        let why = tasks.watch().await;
+        assert_eq!(why, "task peer-listener ended while the member was serving");
+    }
+
     #[tokio::test]
     async fn one_shot_tasks_that_end_are_no_failure() {
         let tasks = Tasks::new();
