@@ -17,11 +17,14 @@
 //!    machine, group commit ([`consensus::proposer`]), the way to the leader
 //!    ([`consensus::router`], where a write is forwarded).
 //! 4. `liveness`: touches, apply marks, evidence, deadlines, and
-//!    `liveness/expiry.rs`, where expiry is decided.
+//!    `liveness/decision.rs`, where expiry is decided (a pure function the
+//!    loop in `liveness/expiry.rs` asks each tick).
 //! 5. `api` (the client service; a watch fires in `api/watches.rs`),
 //!    `peer` (each peer call, client and server half together) and
 //!    `admin` (the healthcheck command and the `/metrics` endpoint).
-//! 6. `node`: opens storage and wires the layers; [`main_with_args`] runs it.
+//! 6. `node`: opens storage and wires the layers, spawning every long-lived
+//!    task into one owner (`consensus/tasks.rs`) it awaits with the Raft
+//!    core: a part that dies stops the member; [`main_with_args`] runs it.
 //!
 //! Only what the binaries and the storage test suite need is public.
 //!
@@ -102,7 +105,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std
     let result = runtime.block_on(node::run(config));
     if let Err(e @ node::StartError::Failed(_)) = &result {
         // Fail-stop: exit now. Shutting the runtime down would drop the
-        // storage handles, whose final flush can hang on a broken disk.
+        // storage handles, whose final flush can hang on a broken disk, and
+        // wait for tasks that may be the broken part.
         eprintln!("ensemble-server: {e}");
         std::process::exit(1);
     }
@@ -110,11 +114,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> std
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ node::StartError::Config(_)) => {
-            eprintln!("ensemble-server: {e}");
+            eprintln!("ensemble-server: {}", tls::error_chain(&e));
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("ensemble-server: {e}");
+            eprintln!("ensemble-server: {}", tls::error_chain(&e));
             ExitCode::from(1)
         }
     }

@@ -2,8 +2,12 @@
 //! bottom up (consensus, liveness, the client and peer services), hands
 //! each only the handles it needs, and runs until a signal or a failure it
 //! can not serve through. Nothing is decided here; it only connects.
+//!
+//! Every long-lived task is spawned into one owner (`consensus::Tasks`)
+//! that the member awaits beside the signal, the fail-stop switch and the
+//! Raft core: whichever part dies first stops the member (fail-stop).
 
-use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +21,9 @@ use crate::api::watches::WatchHub;
 use crate::api::{ClientService, Limits};
 use crate::config::{Config, ConfigError};
 use crate::consensus::log_mark::{self, LogMark};
+use crate::consensus::tasks::Kind;
 use crate::consensus::{
-    self, Consensus, Contact, FailStop, LogStore, Proposer, Raft, Router, StateMachineStore,
+    self, Consensus, Contact, FailStop, LogStore, Proposer, Raft, Router, StateMachineStore, Tasks,
 };
 use crate::listen;
 use crate::liveness::expiry::{ExpiryLoop, Timings};
@@ -26,8 +31,8 @@ use crate::liveness::{ApplyMarks, Liveness, Touches};
 use crate::peer::forward::Forwarder;
 use crate::peer::raft::Network;
 use crate::peer::{PeerService, Peers, Reporting, MAX_PEER_MESSAGE};
-use crate::state::{NodeId, PeerNode};
-use crate::tls::Tls;
+use crate::state::NodeId;
+use crate::tls::{error_chain, Tls};
 
 /// Why a member could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -38,11 +43,44 @@ pub enum StartError {
     /// sled refused the data directory.
     #[error(transparent)]
     Open(#[from] consensus::OpenError),
-    /// The data directory could not be read or prepared.
-    #[error("storage: {0}")]
-    Storage(String),
+    /// The data directory could not be created.
+    #[error("can not create the data directory {}", dir.display())]
+    CreateDir {
+        /// The data directory.
+        dir: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log mark could not be read or written.
+    #[error("can not use the log mark in {}", dir.display())]
+    Mark {
+        /// The data directory.
+        dir: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// sled refused a tree of the data directory.
+    #[error("can not open the storage in {}", dir.display())]
+    Sled {
+        /// The data directory.
+        dir: PathBuf,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// The log, the vote or the state machine could not be read.
+    #[error("can not read the storage in {}", dir.display())]
+    Storage {
+        /// The data directory.
+        dir: PathBuf,
+        /// The error, as openraft's storage reports it.
+        #[source]
+        source: consensus::StorageError,
+    },
     /// A listener's address was taken or invalid.
-    #[error("can not listen for {what} on {addr}: {source}")]
+    #[error("can not listen for {what} on {addr}")]
     Bind {
         /// Which listener.
         what: &'static str,
@@ -53,8 +91,8 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// openraft could not start.
-    #[error("raft: {0}")]
-    Raft(String),
+    #[error("raft could not start")]
+    Raft(#[source] openraft::error::Fatal<NodeId>),
     /// The log or vote is behind what this member acknowledged.
     #[error(transparent)]
     LogBehind(#[from] log_mark::LogBehindMark),
@@ -74,27 +112,40 @@ pub const LOG_MARK_FILE: &str = "log-mark";
 pub async fn run(config: Config) -> Result<(), StartError> {
     let raft_config = Arc::new(config.raft_config()?);
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StartError::Storage(format!("can not create data directory {}: {e}", dir.display())))?;
-    let storage_error = |e: &dyn std::fmt::Display| StartError::Storage(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(|source| StartError::CreateDir {
+        dir: dir.clone(),
+        source,
+    })?;
+    let mark_error = |source| StartError::Mark {
+        dir: dir.clone(),
+        source,
+    };
+    let sled_error = |source| StartError::Sled {
+        dir: dir.clone(),
+        source,
+    };
+    let storage_error = |source| StartError::Storage {
+        dir: dir.clone(),
+        source,
+    };
 
     // Storage, checked against the log mark before anything runs.
     let db = consensus::open_db(dir)?;
-    let (mark, saved_mark) = LogMark::open(&dir.join(LOG_MARK_FILE)).map_err(|e| storage_error(&e))?;
+    let (mark, saved_mark) = LogMark::open(&dir.join(LOG_MARK_FILE)).map_err(mark_error)?;
     let mark = Arc::new(mark);
-    let log_store = LogStore::new(db.clone(), mark.clone()).map_err(|e| storage_error(&e))?;
-    let reached = log_store.reached().map_err(|e| storage_error(&e))?;
+    let log_store = LogStore::new(db.clone(), mark.clone()).map_err(sled_error)?;
+    let reached = log_store.reached().map_err(storage_error)?;
     log_mark::check(dir, reached, saved_mark)?;
-    mark.reset(reached).map_err(|e| storage_error(&e))?;
-    let (sm, replica, events) = StateMachineStore::open(&db, dir).map_err(|e| storage_error(&e))?;
+    mark.reset(reached).map_err(mark_error)?;
+    let (sm, replica, events) = StateMachineStore::open(&db, dir).map_err(storage_error)?;
     // What openraft applies again at startup must not refresh apply marks:
     // a dead client's session would otherwise gain a fresh timeout every
     // time its member restarts.
-    let replay_through = log_store.last_index().map_err(|e| storage_error(&e))?;
+    let replay_through = log_store.last_index().map_err(storage_error)?;
     // Apply marks of older versions were wall-clock times: not trusted.
     let _ = db.drop_tree("session_notes");
-    let marks_tree = db.open_tree("liveness_notes").map_err(|e| storage_error(&e))?;
-    let marks = ApplyMarks::open(marks_tree, replay_through).map_err(|e| storage_error(&e))?;
+    let marks_tree = db.open_tree("liveness_notes").map_err(sled_error)?;
+    let marks = ApplyMarks::open(marks_tree, replay_through).map_err(sled_error)?;
 
     // Bind before anything else runs, so a taken port fails fast and clearly.
     let bind = |what: &'static str, addr: String| async move {
@@ -135,14 +186,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             config.peer_addr
         );
     }
-    let peer_builder = tonic::transport::Server::builder().layer(tonic::service::interceptor(
-        crate::peer::Gate::new(config.peer_secret.clone()),
-    ));
-    let client_builder = tonic::transport::Server::builder()
-        .max_concurrent_streams(config.max_streams_per_connection)
-        // A client's hedged dials cancel streams; h2's default of 20
-        // pending resets would close the whole shared connection.
-        .http2_max_pending_accept_reset_streams(Some(1000));
     let client_budget = crate::listen::Budget {
         max_connections: config.max_connections,
         handshake_timeout: config.tls_handshake_timeout,
@@ -154,6 +197,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     // Layer 2: consensus.
     let (fail, mut failure) = FailStop::new();
+    let tasks = Tasks::new();
     let contact = Arc::new(Contact::new(config.id, config.raft_heartbeat));
     let peers = Peers::new(
         contact.clone(),
@@ -168,15 +212,16 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     let raft = Raft::new(config.id, raft_config, network, log_store, sm)
         .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
-    let proposer = Proposer::start(raft.clone(), config.max_batch, appended);
-    let forwarder = Arc::new(Forwarder::new(peers.clone(), raft.clone()));
+        .map_err(StartError::Raft)?;
+    let proposer = Proposer::start(raft.clone(), config.max_batch, appended, &tasks);
+    let forwarder = Arc::new(Forwarder::new(peers.clone(), raft.clone(), &tasks));
     let router = Router::new(
         config.id,
         raft.clone(),
         proposer.clone(),
         replica.clone(),
         forwarder,
+        &tasks,
     );
     consensus::failover::start(
         config.id,
@@ -184,6 +229,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         contact.clone(),
         config.election_timeout_max,
         config.raft_heartbeat,
+        &tasks,
     );
     let consensus = Consensus {
         id: config.id,
@@ -202,7 +248,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         marks: Arc::new(marks),
         reports: reports_tx,
     };
-    crate::peer::leader_watch::start(peers.clone(), consensus.clone());
+    crate::peer::leader_watch::start(peers.clone(), consensus.clone(), &tasks);
     let reporter = Arc::new(Reporting::new(
         peers,
         consensus.clone(),
@@ -219,6 +265,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         reporter,
         timings,
         fail.clone(),
+        tasks.clone(),
     );
 
     // Layer 4: the services.
@@ -248,62 +295,41 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     );
     let peer_service = PeerService::new(consensus.clone(), liveness, config.raft_heartbeat);
 
+    // The services and loops, all owned by `tasks`.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
     if let Some(listener) = metrics_listener {
-        tokio::spawn(crate::admin::metrics::serve(
-            listener,
-            scrape,
-            stopped(stop_rx.clone()),
-        ));
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn("metrics-server", Kind::Service, async move {
+            crate::admin::metrics::serve(listener, scrape, stop).await;
+            Ok(())
+        });
     }
-    let mut peer_builder = peer_builder;
-    let peer_router = peer_builder.add_service(
-        PeerServer::new(peer_service)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE),
-    );
-    let mut client_builder = client_builder.layer(crate::api::limits::OversizeLayer {
-        limit: config.max_request_bytes,
-    });
-    let client_router = client_builder
-        .add_service(EnsembleServer::new(clients).max_decoding_message_size(config.max_request_bytes));
-    let (peer_server, client_server) = match listener_tls {
-        Some((peer_tls, client_tls)) => (
-            tokio::spawn(peer_router.serve_with_incoming_shutdown(
-                listen::tls(peer_listener, "peers", peer_budget, peer_tls),
-                stopped(stop_rx.clone()),
-            )),
-            tokio::spawn(client_router.serve_with_incoming_shutdown(
-                listen::tls(client_listener, "clients", client_budget, client_tls),
-                stopped(stop_rx),
-            )),
-        ),
-        None => (
-            tokio::spawn(peer_router.serve_with_incoming_shutdown(
-                listen::plain(peer_listener, "peers", peer_budget),
-                stopped(stop_rx.clone()),
-            )),
-            tokio::spawn(client_router.serve_with_incoming_shutdown(
-                listen::plain(client_listener, "clients", client_budget),
-                stopped(stop_rx),
-            )),
-        ),
+    let (peer_tls, client_tls) = listener_tls.unzip();
+    let peers_on = Listening {
+        listener: peer_listener,
+        budget: peer_budget,
+        tls: peer_tls,
+        stop: stop_rx.clone(),
     };
-    let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let peer_server = watch_listener(&fail, &shutting_down, "peers", peer_server);
-    let client_server = watch_listener(&fail, &shutting_down, "clients", client_server);
-    tokio::spawn(expiry.run(events, reports_rx));
-    tokio::spawn(watch_raft(
-        raft.clone(),
-        fail.clone(),
-        shutting_down.clone(),
-        config.data_dir.clone(),
-    ));
-    tokio::spawn(bootstrap(config.clone(), raft.clone(), fail.clone()));
-    tokio::spawn(consensus::observe::follow_raft(raft.clone()));
+    let clients_on = Listening {
+        listener: client_listener,
+        budget: client_budget,
+        tls: client_tls,
+        stop: stop_rx,
+    };
+    serve_peers(&tasks, &config, peer_service, peers_on);
+    serve_clients(&tasks, &config, clients, clients_on);
+    tasks.lifelong("expiry", expiry.run(events, reports_rx));
+    tasks.lifelong("follow-raft", consensus::observe::follow_raft(raft.clone()));
+    tasks.spawn("bootstrap", Kind::OneShot, {
+        let (config, raft) = (config.clone(), raft.clone());
+        async move {
+            crate::admin::bootstrap::bootstrap(config, raft)
+                .await
+                .map_err(|e| error_chain(&e))
+        }
+    });
+    test_hook_raft_core(&tasks, &raft);
     info!(
         id = config.id,
         client = %config.client_addr,
@@ -313,14 +339,19 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         "member started"
     );
 
+    // Biased: when the Raft core stops, loops that follow it end too; the
+    // core is the cause worth reporting.
     let failed = tokio::select! {
-        _ = wait_for_signal() => None,
+        biased;
+        why = watch_raft(&raft, &config.data_dir) => Some(why),
         f = failure.wait_for(|f| f.is_some()) => f.ok().and_then(|f| f.clone()),
+        why = tasks.watch() => Some(why),
+        _ = wait_for_signal() => None,
     };
-    shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(why) = failed {
         // Fail-stop: no graceful steps that could touch the broken part,
         // not even the final flush that dropping the database does.
+        fail.stop(why.clone());
         error!(%why, "stopping: the member can not go on serving");
         std::mem::forget(db);
         return Err(StartError::Failed(why));
@@ -330,141 +361,125 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if let Err(e) = raft.shutdown().await {
         warn!(%e, "raft did not shut down cleanly");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = peer_server.await;
-        let _ = client_server.await;
-    })
-    .await;
+    tasks.stop(Duration::from_secs(2)).await;
     if let Err(e) = db.flush_async().await {
         warn!(%e, "final flush failed");
     }
     Ok(())
 }
 
-/// A listener that stops while the member runs leaves a member that serves
-/// nobody: stop the member instead, so its supervisor restarts it.
-fn watch_listener<E: std::fmt::Display + Send + 'static>(
-    fail: &FailStop,
-    shutting_down: &Arc<std::sync::atomic::AtomicBool>,
-    what: &'static str,
-    server: tokio::task::JoinHandle<Result<(), E>>,
-) -> tokio::task::JoinHandle<()> {
-    let (fail, shutting_down) = (fail.clone(), shutting_down.clone());
-    tokio::spawn(async move {
-        let why = match server.await {
-            Ok(Ok(())) => "stopped".to_string(),
-            Ok(Err(e)) => format!("failed: {e}"),
-            Err(e) => format!("panicked: {e}"),
-        };
-        if !shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
-            fail.stop(format!("the {what} listener {why}"));
-        }
-    })
+/// Resolves when `stop` turns true (a clean shutdown).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Stops the member when openraft stops on its own: a storage error (a full
-/// disk, an I/O error) is fatal to Raft, and a member without Raft must not
-/// linger half-alive.
-async fn watch_raft(
-    raft: Raft,
-    fail: FailStop,
-    shutting_down: Arc<std::sync::atomic::AtomicBool>,
-    data_dir: std::path::PathBuf,
-) {
+/// Where a listener takes connections, and how.
+struct Listening {
+    listener: TcpListener,
+    budget: listen::Budget,
+    /// TLS for its connections; None: plaintext.
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+type Serving =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// Serves `router` on `on`'s connections (bounded, TLS handshakes timed;
+/// see `listen`) until the member stops.
+macro_rules! serve_on {
+    ($router:expr, $on:expr, $what:expr) => {{
+        let on = $on;
+        let serving: Serving = match on.tls {
+            Some(tls) => Box::pin($router.serve_with_incoming_shutdown(
+                listen::tls(on.listener, $what, on.budget, tls),
+                stopped(on.stop),
+            )),
+            None => Box::pin($router.serve_with_incoming_shutdown(
+                listen::plain(on.listener, $what, on.budget),
+                stopped(on.stop),
+            )),
+        };
+        serving
+    }};
+}
+
+/// The peer listener, owned by `tasks`: ending while the member serves
+/// stops the member, since a member nobody can reach is no member. Calls
+/// pass the peer gate (the peer secret) first.
+fn serve_peers(tasks: &Tasks, config: &Config, service: PeerService, on: Listening) {
+    let mut builder = tonic::transport::Server::builder().layer(tonic::service::interceptor(
+        crate::peer::Gate::new(config.peer_secret.clone()),
+    ));
+    let router = builder.add_service(
+        PeerServer::new(service)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE),
+    );
+    let server = serve_on!(router, on, "peers");
+    tasks.spawn("peer-listener", Kind::Service, async move {
+        server.await.map_err(|e| error_chain(&e))
+    });
+}
+
+/// The client listener, owned by `tasks` like the peer listener; at most
+/// `max_streams_per_connection` streams on one connection.
+fn serve_clients(tasks: &Tasks, config: &Config, service: ClientService, on: Listening) {
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.max_streams_per_connection)
+        // A client's hedged dials cancel streams; h2's default of 20
+        // pending resets would close the whole shared connection.
+        .http2_max_pending_accept_reset_streams(Some(1000))
+        .layer(crate::api::limits::OversizeLayer {
+            limit: config.max_request_bytes,
+        });
+    let router =
+        builder.add_service(EnsembleServer::new(service).max_decoding_message_size(config.max_request_bytes));
+    let server = serve_on!(router, on, "clients");
+    tasks.spawn("client-listener", Kind::Service, async move {
+        server.await.map_err(|e| error_chain(&e))
+    });
+}
+
+/// Resolves when openraft's core stops on its own, with why: a storage
+/// error (a full disk, an I/O error) is fatal to Raft, and a core that
+/// panicked closes its metrics without a word. A member without its Raft
+/// core must not linger half-alive, answering health checks.
+async fn watch_raft(raft: &Raft, data_dir: &Path) -> String {
     let mut metrics = raft.metrics();
     loop {
         let fatal = metrics.borrow_and_update().running_state.clone().err();
-        if let Some(fatal) = fatal {
-            if !shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
-                fail.stop(format!(
-                    "storage or consensus failed (data directory {}): {fatal}",
+        match fatal {
+            Some(openraft::error::Fatal::Stopped) => return "the Raft core stopped".to_string(),
+            Some(fatal) => {
+                return format!(
+                    "the Raft core failed: storage or consensus (data directory {}): {fatal}",
                     data_dir.display()
-                ));
+                )
             }
-            return;
+            None => {}
         }
         if metrics.changed().await.is_err() {
-            return;
+            return "the Raft core stopped (it ended without a word: a panic?)".to_string();
         }
     }
 }
 
-/// A pristine cluster is initialized once, by its lowest-id member, with
-/// every configured member, and only when every other member answers and
-/// is pristine too. A member that has any Raft state never initializes
-/// again, and neither does a member whose data directory was emptied while
-/// its peers already form a cluster: it waits for the leader to bring it
-/// up to date instead of starting a second cluster under the same ids.
-async fn bootstrap(config: Config, raft: Raft, fail: FailStop) {
-    let initialized = match raft.is_initialized().await {
-        Ok(i) => i,
-        Err(e) => {
-            fail.stop(format!("can not read the Raft state: {e}"));
-            return;
-        }
-    };
-    let lowest = config.members.keys().next().copied();
-    if initialized || lowest != Some(config.id) {
+/// With the `test-hooks` feature and `ENSEMBLE_TEST_PANIC=raft-core@<ms>`,
+/// shuts the Raft core down behind the member's back, as a core that died
+/// would; the member must notice and stop.
+fn test_hook_raft_core(tasks: &Tasks, raft: &Raft) {
+    #[cfg(feature = "test-hooks")]
+    warn!("built with the test-hooks feature (ENSEMBLE_TEST_PANIC): for tests only");
+    let Some(after) = tasks.test_hook("raft-core") else {
         return;
-    }
-    let others: Vec<(NodeId, String)> = config
-        .members
-        .iter()
-        .filter(|(id, _)| **id != config.id)
-        .map(|(id, m)| (*id, m.client_addr.clone()))
-        .collect();
-    let mut told = false;
-    loop {
-        let mut silent = Vec::new();
-        for (id, addr) in &others {
-            match member_state(addr, config.tls.as_ref()).await {
-                Some(true) => {
-                    info!(
-                        member = id,
-                        "this member is empty but member {id} already belongs to a cluster: \
-                         not initializing; waiting for the leader to bring this member up to date"
-                    );
-                    return;
-                }
-                Some(false) => {}
-                None => silent.push(*id),
-            }
-        }
-        if silent.is_empty() {
-            break;
-        }
-        if !told {
-            info!(waiting_for = ?silent, "a new cluster is initialized once every member answers");
-            told = true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let members: BTreeMap<NodeId, PeerNode> = config.members.clone();
-    info!(members = ?members.keys().collect::<Vec<_>>(), "initializing a new cluster");
-    match raft.initialize(members).await {
-        Ok(())
-        | Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
-        Err(e) => fail.stop(format!("can not initialize the cluster: {e}")),
-    }
-}
-
-/// Whether the member at this client address belongs to a cluster (has a
-/// membership); None if it does not answer.
-async fn member_state(client_addr: &str, tls: Option<&Tls>) -> Option<bool> {
-    let timeout = Duration::from_millis(500);
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{client_addr}")).ok()?;
-    if let Some(tls) = tls {
-        endpoint = endpoint.tls_config(tls.dialer()).ok()?;
-    }
-    let endpoint = endpoint.connect_timeout(timeout).timeout(timeout);
-    let channel = endpoint.connect().await.ok()?;
-    let status = ensemble_proto::v1::ensemble_client::EnsembleClient::new(channel)
-        .status(ensemble_proto::v1::StatusRequest { with_digest: false })
-        .await
-        .ok()?
-        .into_inner();
-    Some(!status.members.is_empty())
+    };
+    let raft = raft.clone();
+    tasks.once("raft-core-hook", async move {
+        tokio::time::sleep(after).await;
+        error!(task = "raft-core", "test hook: the Raft core stops now");
+        let _ = raft.shutdown().await;
+    });
 }
 
 async fn wait_for_signal() {
@@ -486,35 +501,5 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A listener task that ends while the member runs stops the member:
-    /// before, the two listener tasks were spawned and never watched, and a
-    /// member whose listener died kept running and served nobody.
-    #[tokio::test]
-    async fn a_listener_that_stops_stops_the_member() {
-        for (ends, want) in [
-            (Ok(()), "the clients listener stopped"),
-            (Err("accept failed"), "the clients listener failed: accept failed"),
-        ] {
-            let (fail, mut failure) = FailStop::new();
-            let running = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let server = tokio::spawn(async move { ends });
-            watch_listener(&fail, &running, "clients", server).await.unwrap();
-            let why = failure.wait_for(|f| f.is_some()).await.unwrap().clone();
-            assert_eq!(why.as_deref(), Some(want));
-        }
-        let (fail, failure) = FailStop::new();
-        let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let server = tokio::spawn(async { Ok::<(), String>(()) });
-        watch_listener(&fail, &shutting_down, "peers", server)
-            .await
-            .unwrap();
-        assert!(failure.borrow().is_none(), "a clean shutdown is no failure");
     }
 }

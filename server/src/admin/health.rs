@@ -1,5 +1,5 @@
 //! `ensemble-server healthcheck`: asks a node for its status and exits 0 if
-//! it is live (answers) or, with `--ready`, ready (in touch with a leader and
+//! it is live (answers, and its Raft core runs) or, with `--ready`, ready (in touch with a leader and
 //! the majority, and applied up to its commit index). For container health
 //! checks, so it needs nothing but this binary.
 //!
@@ -97,6 +97,12 @@ pub async fn check(args: &HealthArgs) -> Result<String, String> {
         "node {} {} leader={} applied={} commit={}",
         status.node_id, status.role, status.leader_id, status.applied_index, status.commit_index
     );
+    // A member whose Raft core is gone says "down": it is not live, even
+    // though its listener still answers (it exits at once, fail-stop; this
+    // covers the moment before it does).
+    if status.role == "down" {
+        return Err(format!("the Raft core is not running: {summary}"));
+    }
     if args.ready && !status.ready {
         return Err(format!("not ready: {summary}"));
     }

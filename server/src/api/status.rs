@@ -10,7 +10,10 @@ use super::service::ClientService;
 pub(super) fn status(svc: &ClientService, with_digest: bool) -> pb::StatusResponse {
     let consensus = &svc.consensus;
     let m = consensus.raft.metrics().borrow().clone();
+    // A core that died (a panic, say) leaves its last role in the
+    // metrics: say "down", never a role it no longer plays.
     let role = match m.state {
+        _ if !consensus.core_running() => "down",
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",
         ServerState::Candidate => "candidate",

@@ -18,16 +18,24 @@ use std::time::Duration;
 use openraft::ServerState;
 use tracing::info;
 
-use super::{Contact, Raft};
+use super::{Contact, Raft, Tasks};
 use crate::state::NodeId;
 
 /// Past the lease, so the other followers' leases have surely run out too.
 const MARGIN: Duration = Duration::from_millis(10);
 
 /// Starts the watch of member `id`; `lease` is openraft's
-/// `election_timeout_max`, `stagger` the gap between ranks.
-pub fn start(id: NodeId, raft: Raft, contact: Arc<Contact>, lease: Duration, stagger: Duration) {
-    tokio::spawn(async move {
+/// `election_timeout_max`, `stagger` the gap between ranks; the loop is
+/// owned by `tasks`.
+pub fn start(
+    id: NodeId,
+    raft: Raft,
+    contact: Arc<Contact>,
+    lease: Duration,
+    stagger: Duration,
+    tasks: &Tasks,
+) {
+    tasks.lifelong("failover", async move {
         // The leader's last call an election was already called after: a
         // second report of the same loss must not call another (it would
         // start a new term and cancel the first election).

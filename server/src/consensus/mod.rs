@@ -13,7 +13,9 @@
 //!   [`read_index`]: linearizable reads without a log entry.
 //! - [`contact`]: whether this member is in touch with a majority;
 //!   [`failover`]: an election called as soon as the leader is seen gone.
-//! - [`fail_stop`]: how a part that can not go on stops the member.
+//! - [`fail_stop`]: how a part that can not go on stops the member;
+//!   [`tasks`]: the one owner of the member's long-lived tasks, which
+//!   stops the member when one of them ends or panics.
 //! - [`observe`]: what this layer tells `crate::metrics`.
 //!
 //! The peer network that carries Raft and forwarded writes is above, in
@@ -31,6 +33,7 @@ pub mod read_index;
 pub mod router;
 pub mod snapshot_file;
 pub mod state_machine;
+pub mod tasks;
 
 use std::io::Cursor;
 use std::path::Path;
@@ -45,6 +48,7 @@ pub use log_store::LogStore;
 pub use proposer::Proposer;
 pub use router::Router;
 pub use state_machine::{Replica, StateMachineStore};
+pub use tasks::Tasks;
 
 use crate::state::{Batch, BatchOutcome, NodeId, PeerNode};
 
@@ -69,7 +73,7 @@ pub type StorageError = openraft::StorageError<NodeId>;
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// sled refused to open its database.
-    #[error("can not open the data directory {path}: {source}")]
+    #[error("can not open the data directory {path}")]
     Sled {
         /// The data directory.
         path: String,
@@ -154,8 +158,21 @@ impl Consensus {
         voters / 2 + 1
     }
 
-    /// Whether this member is in touch with a majority (see [`Contact`]).
+    /// Whether this member is in touch with a majority (see [`Contact`]);
+    /// never while its Raft core is gone.
     pub fn in_quorum(&self) -> bool {
-        self.contact.in_quorum(&self.raft)
+        self.core_running() && self.contact.in_quorum(&self.raft)
+    }
+
+    /// Whether openraft's core still runs: it has reported no fatal error
+    /// or shutdown, and has not dropped its metrics (a core that panicked
+    /// does so without a word).
+    pub fn core_running(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let reported = {
+            let m = metrics.borrow();
+            m.running_state.is_ok() && m.state != ServerState::Shutdown
+        };
+        reported && metrics.has_changed().is_ok()
     }
 }

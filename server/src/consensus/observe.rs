@@ -22,6 +22,8 @@ pub(crate) fn apply_batch(
     batch: &Batch,
     effects: &mut Effects,
 ) -> BatchOutcome {
+    #[cfg(feature = "test-hooks")]
+    test_hook_apply();
     let removed_before = effects.removed.len();
     let outcome = state.apply_batch(log_id, batch, effects);
     let (mut created, mut closed) = (0, 0);
@@ -38,6 +40,24 @@ pub(crate) fn apply_batch(
         metrics::sessions_applied(created, closed, removed.saturating_sub(closed));
     }
     outcome
+}
+
+/// With the `test-hooks` feature and `ENSEMBLE_TEST_PANIC=raft-apply@<ms>`:
+/// the first entry applied that long after the first apply panics, inside
+/// openraft's state machine task, as a bug in apply would.
+#[cfg(feature = "test-hooks")]
+fn test_hook_apply() {
+    use std::sync::OnceLock;
+    static ARMED: OnceLock<Option<Instant>> = OnceLock::new();
+    let at = ARMED.get_or_init(|| {
+        super::tasks::hook::from_env()
+            .filter(|(name, _)| name == "raft-apply")
+            .map(|(_, after)| Instant::now() + after)
+    });
+    if at.is_some_and(|at| Instant::now() >= at) {
+        tracing::error!(task = "raft-apply", "test hook: the state machine panics now");
+        panic!("test hook: raft-apply panics");
+    }
 }
 
 fn role(state: ServerState) -> Role {

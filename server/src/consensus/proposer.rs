@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use ensemble_proto::Zxid;
 
 use super::batch::{Gather, Weigh};
-use super::{Raft, TypeConfig};
+use super::{Raft, Tasks, TypeConfig};
 use crate::state::machine::MAX_BATCH;
 use crate::state::{Batch, Command, NodeId, Outcome, PeerNode};
 
@@ -51,10 +51,11 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the batching loop for `raft`; `max_batch` caps commands per
-    /// entry; `appended` counts the log store's flushed appends.
-    pub fn start(raft: Raft, max_batch: usize, appended: watch::Receiver<u64>) -> Self {
+    /// entry; `appended` counts the log store's flushed appends. The loop
+    /// is owned by `tasks`: a leader without it would fail every write.
+    pub fn start(raft: Raft, max_batch: usize, appended: watch::Receiver<u64>, tasks: &Tasks) -> Self {
         let (tx, rx) = mpsc::channel(64 * 1024);
-        tokio::spawn(run(raft, rx, max_batch.clamp(1, MAX_BATCH), appended));
+        tasks.lifelong("proposer", run(raft, rx, max_batch.clamp(1, MAX_BATCH), appended));
         Proposer { tx }
     }
 

@@ -19,7 +19,7 @@ use ensemble_proto::Zxid;
 use super::batch::{Gather, Weigh};
 use super::proposer::ProposeError;
 use super::router::Forward;
-use super::Raft;
+use super::{Raft, Tasks};
 use crate::state::NodeId;
 
 /// The read index or why there is none (always safe to ask again: a read
@@ -46,10 +46,10 @@ pub struct ReadIndex {
 }
 
 impl ReadIndex {
-    /// Starts the round loop of member `id`.
-    pub fn start(id: NodeId, raft: Raft, forward: Arc<dyn Forward>) -> Self {
+    /// Starts the round loop of member `id`, owned by `tasks`.
+    pub fn start(id: NodeId, raft: Raft, forward: Arc<dyn Forward>, tasks: &Tasks) -> Self {
         let (tx, rx) = mpsc::channel(64 * 1024);
-        tokio::spawn(run(id, raft, forward, rx));
+        tasks.lifelong("read-index", run(id, raft, forward, rx));
         ReadIndex { tx }
     }
 

@@ -13,7 +13,7 @@ use tracing::debug;
 use super::proposer::{ProposeError, Proposed, Proposer};
 use super::read_index::{Indexed, ReadIndex};
 use super::state_machine::Replica;
-use super::Raft;
+use super::{Raft, Tasks};
 use crate::state::{Command, ErrorCode, NodeId, Outcome, PeerNode, Refusal};
 
 /// How long a write may wait for a leader and its commit.
@@ -51,8 +51,9 @@ impl Router {
         proposer: Proposer,
         replica: Arc<Replica>,
         forward: Arc<dyn Forward>,
+        tasks: &Tasks,
     ) -> Self {
-        let read_index = ReadIndex::start(id, raft.clone(), forward.clone());
+        let read_index = ReadIndex::start(id, raft.clone(), forward.clone(), tasks);
         Router {
             id,
             raft,

@@ -320,7 +320,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let mut effects = Effects::default();
-        let (outcomes, applied) = {
+        // A panic in apply (a bug) must not kill openraft's state machine
+        // task silently: openraft would notice only at the next entry.
+        // As a storage error it is fatal to Raft at once, and the member
+        // stops (fail-stop) before anyone reads the half-applied state.
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut state = self.replica.state.write().unwrap_or_else(|p| p.into_inner());
             let outcomes: Vec<BatchOutcome> = entries
                 .into_iter()
@@ -340,7 +344,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
             (outcomes, state.zxid())
-        };
+        }));
+        let (outcomes, applied) = applied.map_err(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            io_error(
+                ErrorSubject::StateMachine,
+                ErrorVerb::Write,
+                std::io::Error::other(format!("apply panicked: {why}")),
+            )
+        })?;
         self.replica.report(effects);
         self.replica.applied.send_replace(applied);
         Ok(outcomes)

@@ -1,12 +1,14 @@
-//! The per-member liveness loop: where expiry is decided.
+//! The per-member liveness loop around the expiry decision (which is
+//! `decision.rs`): it gathers evidence, asks, and proposes.
 //!
 //! On every member: keep the apply marks as the state machine reports
 //! heartbeats and creates, and save them each tick.
 //! On a follower: once per tick, report the sessions this member's clients
 //! touched to the leader, as ages (all recent ones after a leader change).
-//! On the leader: merge local and reported touches into the [`Deadlines`],
-//! propose one coalesced `Heartbeats` entry and one `ExpireSessions` entry
-//! for what came due.
+//! On the leader: gather local and reported touches and report rounds, let
+//! [`super::decision::decide`] fold them into the [`Deadlines`] and decide,
+//! and propose one coalesced `Heartbeats` entry and one `ExpireSessions`
+//! entry for what came due.
 //!
 //! **The deadline rule.** A leader expires a session only on evidence it
 //! gathered since it took office, restarted, or woke from a stall: its own
@@ -30,10 +32,11 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::deadlines::Deadlines;
+use super::decision::{decide, Learned, Office, RoundState, Rules};
 use super::evidence::MergedEvidence;
 use super::{Liveness, Reporter};
 use crate::consensus::state_machine::SessionEvent;
-use crate::consensus::{Consensus, FailStop};
+use crate::consensus::{Consensus, FailStop, Tasks};
 use crate::state::{Command, NodeId};
 
 /// What other members tell the loop.
@@ -65,26 +68,15 @@ pub struct Timings {
     pub retry: Duration,
 }
 
-/// Where the leader's report round stands.
-#[derive(PartialEq, Eq)]
-enum RoundState {
-    /// Asked; waiting for the answers.
-    InFlight,
-    /// A majority answered: expiry may go ahead.
-    Complete,
-    /// Too few answered: ask again.
-    Short,
-}
-
 struct Leading {
     term: u64,
     /// Changes whenever deadlines must be rebuilt from fresh evidence.
     generation: u64,
     deadlines: Deadlines,
-    /// When this member took over (or woke from a stall); expiry also
-    /// waits a few ticks after it, for touches already in flight.
-    since: Instant,
-    round: RoundState,
+    /// When this member took over (or woke from a stall; expiry also
+    /// waits a few ticks after it, for touches already in flight), and
+    /// its report round.
+    office: Office,
 }
 
 /// The loop's state.
@@ -94,6 +86,8 @@ pub(crate) struct ExpiryLoop {
     reporter: Arc<dyn Reporter>,
     timings: Timings,
     fail: FailStop,
+    /// The owner the loop's short tasks (proposals, report rounds) run in.
+    tasks: Tasks,
     leading: Option<Leading>,
     generations: u64,
     reported_to: Option<NodeId>,
@@ -108,6 +102,7 @@ impl ExpiryLoop {
         reporter: Arc<dyn Reporter>,
         timings: Timings,
         fail: FailStop,
+        tasks: Tasks,
     ) -> Self {
         ExpiryLoop {
             consensus,
@@ -115,6 +110,7 @@ impl ExpiryLoop {
             reporter,
             timings,
             fail,
+            tasks,
             leading: None,
             generations: 0,
             reported_to: None,
@@ -122,7 +118,7 @@ impl ExpiryLoop {
         }
     }
 
-    /// Runs until the process ends.
+    /// Runs for the life of the member (an owned task: see `crate::consensus::tasks`).
     pub async fn run(
         mut self,
         mut events: UnboundedReceiver<SessionEvent>,
@@ -222,71 +218,64 @@ impl ExpiryLoop {
             self.take_office(Some(term));
         }
         let now = Instant::now();
-        let majority = self.consensus.majority();
+        let rules = Rules {
+            tick,
+            retry: self.timings.retry,
+            majority: self.consensus.majority(),
+        };
         let Some(lead) = self.leading.as_mut() else {
             return;
         };
+        // Gather what was learned since the last tick, in order; the
+        // decision itself reads no clock and sends nothing.
+        let mut learned = Vec::new();
         while let Ok(report) = reports.try_recv() {
             match report {
                 Report::Touches(touches) => {
-                    for (id, at) in touches {
-                        lead.deadlines.touch(id, at);
-                    }
+                    learned.extend(touches.into_iter().map(|(id, at)| Learned::Touched(id, at)));
                 }
                 Report::Round {
                     generation,
                     answered,
                     mut merged,
                 } if generation == lead.generation => {
-                    if answered + 1 < majority {
-                        lead.round = RoundState::Short;
-                        continue;
-                    }
                     // This member's own evidence counts like any other's.
                     for (id, e) in self.liveness.evidence() {
                         merged.entry(id).or_default().add(&e, now);
                     }
-                    for (id, h) in merged {
-                        if let Some(at) = h.marked_at() {
-                            lead.deadlines.rebase(id, at);
-                        }
-                        if let Some(at) = h.touch {
-                            lead.deadlines.touch(id, at);
-                        }
-                    }
-                    lead.round = RoundState::Complete;
+                    learned.push(Learned::Round { answered, merged });
                 }
                 Report::Round { .. } => {}
             }
         }
         for (id, age_ms) in self.liveness.touches.take_report(false, self.timings.keep) {
             let at = now.checked_sub(Duration::from_millis(age_ms)).unwrap_or(now);
-            lead.deadlines.touch(id, at);
+            learned.push(Learned::Touched(id, at));
         }
+        let decision = decide(&mut lead.deadlines, &mut lead.office, learned, now, rules);
 
-        let heartbeats = lead.deadlines.due_heartbeats(now);
-        if !heartbeats.is_empty() {
-            crate::metrics::heartbeats_coalesced(heartbeats.len());
-            let sessions = heartbeats
-                .into_iter()
-                .map(|(id, alive_at)| {
-                    let age = now.saturating_duration_since(alive_at).as_millis();
-                    (id, u32::try_from(age).unwrap_or(u32::MAX))
-                })
-                .collect();
-            propose(&self.consensus, Command::Heartbeats { sessions });
+        if !decision.heartbeats.is_empty() {
+            crate::metrics::heartbeats_coalesced(decision.heartbeats.len());
+            propose(
+                &self.tasks,
+                &self.consensus,
+                Command::Heartbeats {
+                    sessions: decision.heartbeats,
+                },
+            );
         }
-        if lead.round == RoundState::Short {
-            lead.round = RoundState::InFlight;
-            start_round(&self.reporter, &self.liveness, lead.generation);
+        if decision.ask_again {
+            start_round(&self.tasks, &self.reporter, &self.liveness, lead.generation);
         }
-        if lead.round != RoundState::Complete || lead.since.elapsed() < tick * 3 {
-            return;
-        }
-        let expired = lead.deadlines.expired(now, self.timings.retry);
-        if !expired.is_empty() {
-            info!(sessions = ?expired, "expiring sessions");
-            propose(&self.consensus, Command::ExpireSessions { session_ids: expired });
+        if !decision.expire.is_empty() {
+            info!(sessions = ?decision.expire, "expiring sessions");
+            propose(
+                &self.tasks,
+                &self.consensus,
+                Command::ExpireSessions {
+                    session_ids: decision.expire,
+                },
+            );
         }
     }
 
@@ -302,10 +291,12 @@ impl ExpiryLoop {
             term,
             generation,
             deadlines,
-            since: Instant::now(),
-            round: RoundState::InFlight,
+            office: Office {
+                since: Instant::now(),
+                round: RoundState::InFlight,
+            },
         });
-        start_round(&self.reporter, &self.liveness, generation);
+        start_round(&self.tasks, &self.reporter, &self.liveness, generation);
     }
 
     /// Deadlines for every open session from this member's own evidence;
@@ -350,9 +341,10 @@ impl ExpiryLoop {
 
 /// Asks every other member for its evidence; the answers come back to the
 /// loop as a [`Report::Round`].
-fn start_round(reporter: &Arc<dyn Reporter>, liveness: &Liveness, generation: u64) {
+fn start_round(tasks: &Tasks, reporter: &Arc<dyn Reporter>, liveness: &Liveness, generation: u64) {
     let (reporter, reports) = (reporter.clone(), liveness.reports.clone());
-    tokio::spawn(
+    tasks.once(
+        "report-round",
         async move {
             let (answered, merged) = reporter.gather_evidence().await;
             let _ = reports.send(Report::Round {
@@ -366,9 +358,10 @@ fn start_round(reporter: &Arc<dyn Reporter>, liveness: &Liveness, generation: u6
 }
 
 /// Proposes without waiting: the loop must keep ticking.
-fn propose(consensus: &Consensus, command: Command) {
+fn propose(tasks: &Tasks, consensus: &Consensus, command: Command) {
     let proposer = consensus.proposer.clone();
-    tokio::spawn(
+    tasks.once(
+        "session-proposal",
         async move {
             if let Err(e) = proposer.propose(command).await {
                 warn!(%e, "session proposal failed; it will be retried if still due");

@@ -6,15 +6,18 @@
 //!   heartbeat, kept across restarts on an uptime clock.
 //! - [`evidence`]: what members report to a new leader, and how it merges.
 //! - [`deadlines`]: the leader's deadline buckets.
+//! - [`decision`]: the leader's expiry decision, a pure function of its
+//!   deadlines, the evidence it learned and the time (table-tested).
 //! - [`expiry`]: the per-member loop: reports touches to the leader, and on
-//!   the leader coalesces heartbeats and decides expiry (with the rule that
-//!   keeps clocks out of it).
+//!   the leader gathers evidence, asks [`decision`] and proposes what it
+//!   says (with the rule that keeps clocks out of it).
 //!
 //! The peer calls this layer makes (touch reports, report rounds) are the
 //! peer network's (`crate::peer`), reached through [`Reporter`].
 
 pub mod apply_marks;
 pub mod deadlines;
+pub mod decision;
 pub mod evidence;
 pub mod expiry;
 pub mod touches;

@@ -19,7 +19,7 @@ use crate::consensus::log_store::MAX_APPEND_BYTES;
 use crate::consensus::proposer::{ProposeError, Proposed};
 use crate::consensus::read_index::Indexed;
 use crate::consensus::router::{Forward, WRITE_DEADLINE};
-use crate::consensus::{Consensus, Raft};
+use crate::consensus::{Consensus, Raft, Tasks};
 use crate::state::machine::MAX_BATCH;
 use crate::state::{Command, NodeId, PeerNode};
 
@@ -49,9 +49,10 @@ pub(crate) struct Forwarder {
 
 impl Forwarder {
     /// Forwards through `peers`; watches `raft` for a change of leader.
-    pub fn new(peers: Peers, raft: Raft) -> Self {
+    /// The queue's loop is owned by `tasks`.
+    pub fn new(peers: Peers, raft: Raft, tasks: &Tasks) -> Self {
         let (queue, rx) = mpsc::channel(64 * 1024);
-        tokio::spawn(run(peers.clone(), raft.clone(), rx));
+        tasks.lifelong("forwarder", run(peers.clone(), raft.clone(), rx));
         Forwarder { peers, raft, queue }
     }
 }

@@ -11,7 +11,7 @@ use tokio_stream::Stream;
 use tracing::debug;
 
 use super::{encode, Peers};
-use crate::consensus::Consensus;
+use crate::consensus::{Consensus, Tasks};
 
 /// Pause before watching again after a failure, so a leader that is gone
 /// is not dialled in a tight loop.
@@ -26,9 +26,9 @@ pub(crate) fn serve() -> Idle {
     Box::pin(tokio_stream::pending())
 }
 
-/// The client half: runs for the life of the member.
-pub(crate) fn start(peers: Peers, consensus: Consensus) {
-    tokio::spawn(async move {
+/// The client half: runs for the life of the member, owned by `tasks`.
+pub(crate) fn start(peers: Peers, consensus: Consensus, tasks: &Tasks) {
+    tasks.lifelong("leader-watch", async move {
         let mut metrics = consensus.raft.metrics();
         loop {
             let leader = {
