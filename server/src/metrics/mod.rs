@@ -224,6 +224,7 @@ families! {
     sessions_closed: Counter = Counter::default(), "sessions_closed", None, "Sessions closed by their clients, in the entries this member applied";
     sessions_expired: Counter = Counter::default(), "sessions_expired", None, "Sessions expired by the leader, in the entries this member applied";
     auth_failures: Counter = Counter::default(), "auth_failures", None, "Credentials this member rejected (at session open or add_auth)";
+    auth_throttled: Counter = Counter::default(), "auth_throttled", None, "Authentication attempts this member delayed or refused unchecked because of earlier failures from their address or for their user";
     touches: Counter = Counter::default(), "touches", None, "Signs of life of sessions recorded by this member (heartbeats and every other proven request)";
     heartbeats_coalesced: Histogram = Histogram::new(COUNTS, 1.0), "heartbeats_coalesced", None, "Session heartbeats coalesced into one replicated Heartbeats entry proposed by this member as leader";
 }
@@ -351,6 +352,12 @@ pub fn sessions_applied(created: u64, closed: u64, expired: u64) {
 /// This member rejected credentials.
 pub fn auth_failed() {
     METRICS.f.auth_failures.inc();
+}
+
+/// This member delayed an authentication attempt, or refused it unchecked,
+/// because of earlier failures.
+pub fn auth_throttled() {
+    METRICS.f.auth_throttled.inc();
 }
 
 /// A client of this member showed its session alive.
