@@ -6,9 +6,12 @@
 //! session a stream on it (as etcd's client shares one connection among
 //! its leases): a connection costs tens of KB and a socket on both ends,
 //! a stream a few KB, and heartbeats of many sessions leave in one write.
-//! A connection closes when the last session using it is gone.
+//! A connection carries at most [`SESSIONS_PER_CONNECTION`] sessions;
+//! the next session to that node opens another. A connection closes when
+//! the last session using it is gone.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -25,13 +28,39 @@ use crate::options::TlsOptions;
 /// A connection to one node as the generated client uses it.
 pub(crate) type Node = EnsembleClient<Shared>;
 
-/// A handle on a connection that sessions share. The connection lives as
-/// long as any handle does; the registry holds it weakly.
+/// Sessions one connection carries before the next session to the same
+/// node gets a connection of its own: well below the 1 000 streams a node
+/// lets one connection open by default, leaving room for the unary calls
+/// (probes, status) that share it. So a process with 100 000 sessions uses
+/// 200 connections per node, not one that refuses streams.
+pub(crate) const SESSIONS_PER_CONNECTION: usize = 500;
+
+/// One connection and how many handles made by [`channel`] (sessions,
+/// status calls) use it.
+#[derive(Debug)]
+struct Conn {
+    channel: Channel,
+    users: AtomicUsize,
+}
+
+/// One user's place on a connection; leaving frees it. The connection
+/// lives as long as any seat does; the registry holds it weakly.
+#[derive(Debug)]
+struct Seat(Arc<Conn>);
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.users.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A handle on a connection that sessions share. Clones of a handle share
+/// its seat.
 #[derive(Clone, Debug)]
 pub(crate) struct Shared {
     /// This handle's own clone: a clone carries its own readiness state.
     channel: Channel,
-    _held: Arc<Channel>,
+    _seat: Arc<Seat>,
 }
 
 impl Service<http::Request<BoxBody>> for Shared {
@@ -48,9 +77,12 @@ impl Service<http::Request<BoxBody>> for Shared {
     }
 }
 
-/// The connections in use in this process, by address, dial timeout and
-/// TLS settings (a plaintext and a TLS connection to one address are two).
-type Registry = HashMap<(String, Duration, Option<TlsOptions>), Weak<Channel>>;
+/// The key of a node's connections: address, dial timeout and TLS
+/// settings (a plaintext and a TLS connection to one address are two).
+type Key = (String, Duration, Option<TlsOptions>);
+
+/// The connections in use in this process, by key.
+type Registry = HashMap<Key, Vec<Weak<Conn>>>;
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
     static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
@@ -60,23 +92,49 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
         .unwrap_or_else(|p| p.into_inner())
 }
 
-/// The shared connection to `addr`, made (lazily) if none is in use.
+/// A seat on a connection to `addr` that has room, made (lazily) if none has.
 fn shared(addr: &str, endpoint: Endpoint, connect_timeout: Duration, tls: Option<&TlsOptions>) -> Shared {
     let mut reg = registry();
-    reg.retain(|_, held| held.strong_count() > 0);
-    let key = (addr.to_string(), connect_timeout, tls.cloned());
-    let held = match reg.get(&key).and_then(Weak::upgrade) {
-        Some(held) => held,
+    reg.retain(|_, conns| {
+        conns.retain(|c| c.strong_count() > 0);
+        !conns.is_empty()
+    });
+    let conns = reg
+        .entry((addr.to_string(), connect_timeout, tls.cloned()))
+        .or_default();
+    let roomy = conns
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|c| c.users.load(Ordering::Relaxed) < SESSIONS_PER_CONNECTION);
+    let conn = match roomy {
+        Some(conn) => conn,
         None => {
-            let held = Arc::new(endpoint.connect_lazy());
-            reg.insert(key, Arc::downgrade(&held));
-            held
+            let conn = Arc::new(Conn {
+                channel: endpoint.connect_lazy(),
+                users: AtomicUsize::new(0),
+            });
+            conns.push(Arc::downgrade(&conn));
+            conn
         }
     };
+    // Counted under the registry's lock, so two sessions never both take
+    // a connection's last seat.
+    conn.users.fetch_add(1, Ordering::Relaxed);
     Shared {
-        channel: (*held).clone(),
-        _held: held,
+        channel: conn.channel.clone(),
+        _seat: Arc::new(Seat(conn)),
     }
+}
+
+/// How many seats each connection to `addr` has taken (tests).
+#[cfg(test)]
+fn loads(addr: &str) -> Vec<usize> {
+    let reg = registry();
+    reg.iter()
+        .filter(|(k, _)| k.0 == addr)
+        .flat_map(|(_, conns)| conns.iter().filter_map(Weak::upgrade))
+        .map(|c| c.users.load(Ordering::Relaxed))
+        .collect()
 }
 
 /// The largest reply accepted: a listing of many children can be large.
@@ -181,5 +239,41 @@ mod tests {
         assert!(matches!(e, Error::BadTls(_)), "{e:?}");
         let key = TlsOptions::new("").with_identity("c", "SECRET");
         assert!(!format!("{key:?}").contains("SECRET"));
+    }
+
+    /// Sessions fill a connection up to the limit, then open another; a
+    /// freed seat is taken again before a new connection is made, and the
+    /// connections go with their last session.
+    #[tokio::test]
+    async fn a_full_connection_makes_the_next_session_open_another() {
+        let addr = "127.0.0.1:1";
+        let mut held: Vec<Node> = (0..2 * SESSIONS_PER_CONNECTION + 1)
+            .map(|_| channel(addr, DIAL_TIMEOUT, None).unwrap())
+            .collect();
+        let mut l = loads(addr);
+        l.sort();
+        assert_eq!(l, [1, SESSIONS_PER_CONNECTION, SESSIONS_PER_CONNECTION]);
+        // A clone shares its session's seat.
+        let clones: Vec<Node> = held.iter().take(10).cloned().collect();
+        let mut l = loads(addr);
+        l.sort();
+        assert_eq!(l, [1, SESSIONS_PER_CONNECTION, SESSIONS_PER_CONNECTION]);
+        drop(clones);
+        // A session leaves the first connection; the next one takes its seat.
+        held.remove(0);
+        held.push(channel(addr, DIAL_TIMEOUT, None).unwrap());
+        let mut l = loads(addr);
+        l.sort();
+        assert_eq!(l, [1, SESSIONS_PER_CONNECTION, SESSIONS_PER_CONNECTION]);
+        // Another address, or TLS settings, is another connection.
+        let other = channel("127.0.0.1:2", DIAL_TIMEOUT, None).unwrap();
+        assert_eq!(loads("127.0.0.1:2"), [1]);
+        drop(other);
+        assert!(loads("127.0.0.1:2").is_empty());
+        held.truncate(SESSIONS_PER_CONNECTION);
+        let total: usize = loads(addr).iter().sum();
+        assert_eq!(total, SESSIONS_PER_CONNECTION);
+        held.clear();
+        assert!(loads(addr).is_empty(), "{:?}", loads(addr));
     }
 }

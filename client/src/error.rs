@@ -43,6 +43,12 @@ pub enum Error {
     /// PEM, say); nothing was dialed.
     #[error("invalid TLS settings: {0}")]
     BadTls(String),
+    /// The client and a node disagree about TLS: the node speaks TLS and
+    /// the client does not, or the reverse, or the node's certificate is
+    /// not signed by the CA the client trusts. The message names the
+    /// endpoint and the setting to change. Retrying does not help.
+    #[error("{0}")]
+    TlsMismatch(String),
 }
 
 impl Error {
@@ -50,7 +56,7 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::Server { code, .. } => *code,
-            Error::ConnectionLoss(_) => ErrorCode::ConnectionLoss,
+            Error::ConnectionLoss(_) | Error::TlsMismatch(_) => ErrorCode::ConnectionLoss,
             Error::SessionExpired(_) | Error::Closed => ErrorCode::SessionExpired,
             Error::BadEndpoint(_) | Error::BadArguments(_) | Error::BadTls(_) => ErrorCode::BadArguments,
             Error::AuthFailed => ErrorCode::AuthFailed,
@@ -78,6 +84,20 @@ impl Error {
         }
     }
 
+    /// Whether a failed call never reached the service: the connection
+    /// could not be made or broke (no refusal from a node).
+    pub(crate) fn is_transport(status: &tonic::Status) -> bool {
+        status.metadata().get(ERROR_CODE_KEY).is_none()
+            && matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::Internal
+                    | tonic::Code::Cancelled
+                    | tonic::Code::DeadlineExceeded
+            )
+    }
+
     /// The error an error reply on the session stream stands for.
     pub(crate) fn from_reply(e: pb::ErrorReply) -> Self {
         Error::Server {
@@ -93,7 +113,10 @@ impl Error {
         matches!(
             self.code(),
             ErrorCode::ConnectionLoss | ErrorCode::OperationTimeout
-        ) && !matches!(self, Error::SessionExpired(_) | Error::Closed)
+        ) && !matches!(
+            self,
+            Error::SessionExpired(_) | Error::Closed | Error::TlsMismatch(_)
+        )
     }
 }
 

@@ -44,6 +44,9 @@
 //! - [`state`]: the session states and their diagram.
 //! - `status`: a member's [`NodeStatus`] (no session needed).
 //! - `error`: [`Error`], ZooKeeper-style codes plus connection failures.
+//! - `endpoints`: (internal) the connections sessions share, a few hundred
+//!   sessions each; `tls_probe`: (internal) telling a port that speaks TLS
+//!   (or does not) from an unreachable one when a connection fails.
 //! - [`recipes`]: leader election and a lock, with fencing tokens.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -60,6 +63,7 @@ pub mod recipes;
 mod session;
 pub mod state;
 mod status;
+mod tls_probe;
 mod types;
 mod watch;
 mod watch_registry;

@@ -121,8 +121,14 @@ pub async fn node_status_tls(
     let mut c = channel(endpoint, timeout, tls)?;
     let mut req = tonic::Request::new(pb::StatusRequest { with_digest });
     req.set_timeout(timeout);
-    c.status(req)
-        .await
-        .map(|r| r.into_inner().into())
-        .map_err(Error::from_status)
+    match c.status(req).await {
+        Ok(r) => Ok(r.into_inner().into()),
+        Err(status) if Error::is_transport(&status) => {
+            match crate::tls_probe::diagnose(endpoint.trim(), tls, &status).await {
+                Some(mismatch) => Err(mismatch),
+                None => Err(Error::from_status(status)),
+            }
+        }
+        Err(status) => Err(Error::from_status(status)),
+    }
 }

@@ -25,6 +25,7 @@ pub(crate) async fn cluster_status(list: &[String], tls: Option<&TlsOptions>) ->
                 );
             }
             Err(e @ ensemble_client::Error::BadTls(_)) => return Err(e.into()),
+            Err(e @ ensemble_client::Error::TlsMismatch(_)) => println!("node ? {ep} {e}"),
             Err(_) => println!("node ? {ep} down"),
         }
     }

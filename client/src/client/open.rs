@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::options::{Options, SessionInfo};
 use crate::session::{SessionTask, Shared};
 use crate::state::{SessionState, StateEvent};
+use crate::tls_probe;
 
 /// What the client knows of the cluster when the session task starts.
 struct Seen {
@@ -36,6 +37,8 @@ impl Client {
         let start = Instant::now();
         let mut last_error = Error::ConnectionLoss("no endpoint tried".into());
         while start.elapsed() < options.connect_timeout {
+            // Endpoints of this round that disagree with the client about TLS.
+            let mut mismatches = 0;
             for (i, c) in clients.iter().enumerate() {
                 let mut req = tonic::Request::new(pb::CreateSessionRequest {
                     timeout_ms: options.session_timeout.as_millis().min(u32::MAX as u128) as u32,
@@ -64,7 +67,15 @@ impl Client {
                         return Self::attach(endpoints, clients, i, session, seen, chroot, options).await;
                     }
                     Err(status) => {
-                        let e = Error::from_status(status);
+                        let mismatch = if Error::is_transport(&status) {
+                            tls_probe::diagnose(&endpoints[i], options.tls.as_ref(), &status).await
+                        } else {
+                            None
+                        };
+                        let e = mismatch.unwrap_or_else(|| Error::from_status(status));
+                        if matches!(e, Error::TlsMismatch(_)) {
+                            mismatches += 1;
+                        }
                         if e.code() == crate::ErrorCode::AuthFailed {
                             // Terminal: every node checks the same users, so
                             // asking another would only repeat the refusal.
@@ -80,6 +91,10 @@ impl Client {
                         last_error = e;
                     }
                 }
+            }
+            if mismatches == clients.len() {
+                // Every endpoint said the same: retrying would too.
+                return Err(last_error);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

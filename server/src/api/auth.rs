@@ -3,6 +3,8 @@
 //! checked here, on the node that receives them, off the async workers
 //! (a check costs tens of milliseconds and MiBs by design), and only the
 //! resulting identity enters the log. Passwords are never logged.
+//! Failed attempts slow down further ones from the same address and for
+//! the same user (`throttle`), before a check is queued for.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -14,7 +16,10 @@ use base64::Engine;
 use ensemble_proto::v1 as pb;
 use sha1::Digest;
 use tokio::sync::Semaphore;
-use tracing::warn;
+use tokio::time::Instant;
+
+mod throttle;
+use throttle::{Source, Throttle, Verdict};
 
 use crate::config::Users;
 use crate::state::acl::Identity;
@@ -38,6 +43,8 @@ pub struct Authenticator {
     /// Refuse sessions that present no credentials.
     require: bool,
     checks: Semaphore,
+    /// Slows down sources and users with many recent failures, and logs them.
+    throttle: Throttle,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -92,6 +99,7 @@ impl Authenticator {
             super_user,
             require,
             checks: Semaphore::new(CONCURRENT_CHECKS),
+            throttle: Throttle::default(),
         }
     }
 
@@ -102,32 +110,50 @@ impl Authenticator {
 
     /// The identities credentials prove, or AUTH_FAILED (logged and
     /// counted; the message names the user, never the password, and does
-    /// not say whether the user exists).
+    /// not say whether the user exists). An attempt from a source, or for
+    /// a user, with many recent failures waits first (see [`throttle`]),
+    /// or is refused unchecked when it would wait too long.
     pub async fn verify(
         self: &Arc<Self>,
         info: &pb::AuthInfo,
         from: Option<IpAddr>,
     ) -> Result<Vec<Identity>, Refusal> {
-        let from = from.map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
-        if info.scheme != "digest" {
-            warn!(scheme = %info.scheme, %from, "authentication failed: unknown scheme");
-            return Err(failed(format!(
+        let source = Source::of(from);
+        // What the attempt claims, before any waiting: the throttle keys on
+        // the user name too.
+        let claim = if info.scheme != "digest" {
+            Err(format!(
                 "authentication scheme {:?} is not supported (use digest with user:password)",
                 info.scheme
-            )));
-        }
-        let text = std::str::from_utf8(&info.auth).unwrap_or("");
-        let Some((user, password)) = text.split_once(':') else {
-            warn!(%from, "authentication failed: credentials are not user:password");
-            return Err(failed("digest credentials must be user:password".into()));
+            ))
+        } else {
+            match std::str::from_utf8(&info.auth)
+                .ok()
+                .and_then(|t| t.split_once(':'))
+            {
+                Some((user, password)) => Ok((user.to_string(), password.to_string())),
+                None => Err("digest credentials must be user:password".to_string()),
+            }
         };
-        let (user, password) = (user.to_string(), password.to_string());
-        let rejected = || {
-            warn!(user = %user, %from, "authentication failed");
+        let user = match &claim {
+            Ok((user, _)) if ensemble_proto::acl::valid_user(user) => Some(user.as_str()),
+            _ => None,
+        };
+        self.wait_turn(source, user).await?;
+        let (user, password) = match claim {
+            Ok(c) => c,
+            Err(message) => {
+                self.throttle.failed(source, None, Instant::now());
+                return Err(failed(message));
+            }
+        };
+        let rejected = |user: &str, valid: bool| {
+            self.throttle
+                .failed(source, valid.then_some(user), Instant::now());
             failed(format!("digest credentials for user {user:?} were rejected"))
         };
         if !ensemble_proto::acl::valid_user(&user) {
-            return Err(rejected());
+            return Err(rejected(&user, false));
         }
         // An unknown user costs a check too, so timing does not tell
         // which users exist.
@@ -148,8 +174,9 @@ impl Authenticator {
         .unwrap_or(false);
         drop(permit);
         if !ok || known.is_none() {
-            return Err(rejected());
+            return Err(rejected(&user, true));
         }
+        self.throttle.succeeded(source, Instant::now());
         let mut identities = vec![Identity {
             scheme: "digest".into(),
             id: zookeeper_digest(&user, &password),
@@ -161,6 +188,44 @@ impl Authenticator {
             });
         }
         Ok(identities)
+    }
+
+    /// Holds an attempt while its source or user owes too many failures
+    /// (no checking slot is held meanwhile), or refuses it unchecked when
+    /// the wait would be too long.
+    async fn wait_turn(&self, source: Source, user: Option<&str>) -> Result<(), Refusal> {
+        let arrived = Instant::now();
+        let mut counted = false;
+        loop {
+            let now = Instant::now();
+            match self.throttle.verdict(source, user, arrived, now) {
+                Verdict::Go => {
+                    self.throttle.sweep(now);
+                    return Ok(());
+                }
+                Verdict::WaitUntil(at) => {
+                    if !counted {
+                        counted = true;
+                        crate::metrics::auth_throttled();
+                    }
+                    tokio::time::sleep_until(at).await;
+                }
+                Verdict::Refuse(after) => {
+                    if !counted {
+                        crate::metrics::auth_throttled();
+                    }
+                    self.throttle.refused(source, user, now);
+                    let whom = match user {
+                        Some(u) => format!("from {source} or for user {u:?}"),
+                        None => format!("from {source}"),
+                    };
+                    return Err(failed(format!(
+                        "too many failed authentication attempts {whom}: retry in {} ms",
+                        after.as_millis().max(1)
+                    )));
+                }
+            }
+        }
     }
 }
 

@@ -226,6 +226,7 @@ families! {
     auth_failures: Counter = Counter::default(), "auth_failures", None, "Credentials this member rejected (at session open or add_auth)";
     connections_refused: Family<Label, Counter> = Family::default(), "connections_refused", None, "Connections a listener closed unserved (over its limit, a TLS handshake that failed or took too long), by listener";
     peer_calls_refused: Counter = Counter::default(), "peer_calls_refused", None, "Calls on the peer port without the cluster's peer secret, refused";
+    auth_throttled: Counter = Counter::default(), "auth_throttled", None, "Authentication attempts this member delayed or refused unchecked because of earlier failures from their address or for their user";
     touches: Counter = Counter::default(), "touches", None, "Signs of life of sessions recorded by this member (heartbeats and every other proven request)";
     heartbeats_coalesced: Histogram = Histogram::new(COUNTS, 1.0), "heartbeats_coalesced", None, "Session heartbeats coalesced into one replicated Heartbeats entry proposed by this member as leader";
 }
@@ -367,6 +368,12 @@ pub fn connection_refused(listener: &'static str) {
 /// The peer port refused a call without the peer secret.
 pub fn peer_call_refused() {
     METRICS.f.peer_calls_refused.inc();
+}
+
+/// This member delayed an authentication attempt, or refused it unchecked,
+/// because of earlier failures.
+pub fn auth_throttled() {
+    METRICS.f.auth_throttled.inc();
 }
 
 /// A client of this member showed its session alive.
